@@ -48,12 +48,24 @@ class Settings:
 
 
 PAPER = Settings(
-    image_size=256, steps=65_536, batch_size=32, patch_size=64, dense_patch=32,
-    dense_stride=4, synth_size=256, synth_train=120,
+    image_size=256,
+    steps=65_536,
+    batch_size=32,
+    patch_size=64,
+    dense_patch=32,
+    dense_stride=4,
+    synth_size=256,
+    synth_train=120,
 )
 FAST = Settings(
-    image_size=64, steps=30, batch_size=8, patch_size=32, dense_patch=16,
-    dense_stride=4, synth_size=128, synth_train=24,
+    image_size=64,
+    steps=30,
+    batch_size=8,
+    patch_size=32,
+    dense_patch=16,
+    dense_stride=4,
+    synth_size=128,
+    synth_train=24,
 )
 
 
@@ -92,7 +104,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'") from exc
+        raise ValueError(
+            f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'"
+        ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine")
     return dev

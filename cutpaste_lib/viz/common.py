@@ -8,7 +8,11 @@ from pathlib import Path
 
 import matplotlib
 
-if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ and "ipykernel" not in os.environ.get("_", ""):
+if (
+    not os.environ.get("DISPLAY")
+    and "MPLBACKEND" not in os.environ
+    and "ipykernel" not in os.environ.get("_", "")
+):
     try:  # headless CLI runs; notebooks pick their inline backend themselves
         import IPython
 
