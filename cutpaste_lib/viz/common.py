@@ -1,4 +1,8 @@
-"""Small helpers every figure module uses."""
+"""Small helpers every figure module uses.
+
+No backend is forced here: without a display matplotlib falls back to Agg by itself, and
+notebooks use their inline backend.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,9 @@ import os
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-if (
-    not os.environ.get("DISPLAY")
-    and "MPLBACKEND" not in os.environ
-    and "ipykernel" not in os.environ.get("_", "")
-):
-    try:  # headless CLI runs; notebooks pick their inline backend themselves
-        import IPython
-
-        if IPython.get_ipython() is None:
-            matplotlib.use("Agg")
-    except ImportError:
-        matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
 
 def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
