@@ -28,37 +28,41 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: lists the commands without importing any of them."""
+    commands = "\n".join(f"  {name:<10} {text}" for name, text in COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog="cutpaste",
-        description="CutPaste (Li et al., CVPR 2021): self-supervised anomaly detection and localization.",
+        description="CutPaste (Li et al., CVPR 2021): self-supervised anomaly detection and "
+        f"localization.\n\ncommands:\n{commands}",
+        epilog="Run `cutpaste COMMAND --help` for the flags of one command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=f"cutpaste_lib.commands.{name}")
-        try:
-            module = importlib.import_module(f"cutpaste_lib.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cutpaste_lib.commands.{name}":
-                raise
-            p.set_defaults(_missing=True)
-            continue
-        module.add_arguments(p)
+    parser.add_argument(
+        "command", metavar="COMMAND", choices=list(COMMANDS), help="one of the commands above"
+    )
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
+def command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    """The parser of one command, with its module (imported only now)."""
+    module = importlib.import_module(f"cutpaste_lib.commands.{name}")
+    parser = argparse.ArgumentParser(prog=f"cutpaste {name}", description=COMMANDS[name])
+    module.add_arguments(parser)
+    return parser, module
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "_missing", False):
-        parser.error(f"command {args.command!r} is not available in this version")
-    module = importlib.import_module(args._module)
+    top = build_parser().parse_args(argv)
+    parser, module = command_parser(top.command)
+    args = parser.parse_args(top.args)
+    args.command = top.command
     from cutpaste_lib.errors import CutPasteError
 
     try:
         return int(module.run(args) or 0)
     except (UserError, CutPasteError) as exc:
-        print(f"cutpaste {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cutpaste {top.command}: error: {exc}", file=sys.stderr)
         return 2
 
 
