@@ -1,0 +1,358 @@
+"""Tests for cutpaste_lib.augment: references (torchvision jitter, F.pad), exact geometry, statistics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from scipy import stats
+
+from cutpaste_lib import augment as A
+
+
+def gen(seed: int, device: str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def textures(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """Random colourful images: almost every pixel changes under jitter or a move."""
+    return torch.rand(b, 3, h, w, generator=gen(seed))
+
+
+# ====== colour jitter against torchvision ======
+
+
+def test_adjust_hue_matches_torchvision_including_grey_and_saturated_pixels():
+    x = textures(6, 9, 13)
+    x[:, :, 0] = 0.5  # grey row: hue undefined, must stay grey
+    x[:, 0, 1] = 1.0  # saturated red channel
+    shifts = torch.linspace(-0.5, 0.5, 6)
+    ours = A.adjust_hue(x, shifts.view(-1, 1, 1))
+    ref = torch.stack([TF.adjust_hue(x[i], float(s)) for i, s in enumerate(shifts)])
+    torch.testing.assert_close(ours, ref, atol=2e-6, rtol=0)
+
+
+def test_batched_jitter_matches_torchvision_colorjitter_per_image():
+    x = textures(12, 10, 14, seed=1)
+    factors, order = A.sample_jitter(
+        12, generator=gen(0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.3
+    )
+    ours = A.jitter_batched(x, factors, order)
+    ref = torch.stack([A.jitter_one(x[i], factors[i], order[i]) for i in range(12)])
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    # jitter_one really is torchvision's ops in the sampled order
+    i = 3
+    y = x[i]
+    for op in order[i].tolist():
+        fn = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)[op]
+        y = fn(y, float(factors[i, op]))
+    torch.testing.assert_close(ref[i], y, atol=0, rtol=0)
+
+
+def test_flat_pixel_jitter_uses_each_patch_mean_for_contrast():
+    x = textures(5, 6, 7, seed=2)
+    factors, order = A.sample_jitter(
+        5, generator=gen(1), brightness=0.3, contrast=0.5, saturation=0.3, hue=0.2
+    )
+    pixels = x.permute(1, 0, 2, 3).reshape(3, -1, 1)  # all pixels of image 0, then image 1, ...
+    segment = torch.arange(5).repeat_interleave(6 * 7)
+    ours = A.jitter_pixels(pixels, segment, factors, order).reshape(3, 5, 6, 7).permute(1, 0, 2, 3)
+    ref = torch.stack([A.jitter_one(x[i], factors[i], order[i]) for i in range(5)])
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_jitter_order_matters_and_is_a_permutation():
+    _, order = A.sample_jitter(2000, generator=gen(3))
+    assert torch.equal(order.sort(dim=1).values, torch.arange(4).expand(2000, 4))
+    # each op is first about 1/4 of the time (chi-square, 3 dof)
+    counts = torch.bincount(order[:, 0], minlength=4).numpy()
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_jitter_factor_ranges_follow_colorjitter():
+    f, _ = A.sample_jitter(
+        4000, generator=gen(4), brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1
+    )
+    for k, (lo, hi) in enumerate([(0.9, 1.1), (0.9, 1.1), (0.9, 1.1), (-0.1, 0.1)]):
+        assert stats.kstest(f[:, k].numpy(), stats.uniform(lo, hi - lo).cdf).pvalue > 1e-3
+
+
+# ====== one sampler, two implementations ======
+
+
+@pytest.mark.parametrize("size", [(40, 72), (72, 40)])
+@pytest.mark.parametrize("kind", ["cutpaste", "scar"])
+def test_batched_and_per_image_give_the_same_pixels(kind, size):
+    x = textures(6, *size, seed=5)
+    fn = A.cutpaste if kind == "cutpaste" else A.scar
+    for seed in range(2):
+        kw = {"scale": 1.0} if kind == "scar" else {}
+        a = fn(x, generator=gen(seed), **kw)
+        b = fn(x, generator=gen(seed), implementation="per_image", **kw)
+        assert torch.equal(a.masks, b.masks)
+        torch.testing.assert_close(a.images, b.images, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("variant", A.VARIANTS)
+@pytest.mark.parametrize("patch_size", [None, 24])
+def test_proxy_batch_batched_equals_per_image(variant, patch_size):
+    x = textures(4, 32, 48, seed=6)
+    a = A.make_proxy_batch(x, variant, generator=gen(7), patch_size=patch_size)
+    b = A.make_proxy_batch(
+        x, variant, generator=gen(7), patch_size=patch_size, implementation="per_image"
+    )
+    k = A.num_classes(variant)
+    side = (patch_size, patch_size) if patch_size else (32, 48)
+    assert a.images.shape == (k * 4, 3, *side) and a.masks.shape == (k * 4, 1, *side)
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.masks, b.masks)
+    torch.testing.assert_close(a.images, b.images, atol=1e-5, rtol=0)
+
+
+# ====== masks are the pasted pixels ======
+
+
+def test_cutpaste_mask_is_the_pasted_rectangle_and_holds_the_jittered_source():
+    x = textures(16, 48, 80, seed=8)
+    p = A.sample_cutpaste_params(16, (48, 80), generator=gen(9))
+    out, masks = A.paste_batched(x, p)
+    changed = (out != x).any(dim=1, keepdim=True)
+    assert not (changed & ~masks).any(), "a pixel outside the mask changed"
+    for i in range(16):
+        h, w = int(p.height[i]), int(p.width[i])
+        sy, sx = int(p.src_y[i] - h / 2), int(p.src_x[i] - w / 2)
+        dy, dx = int(p.dst_y[i] - h / 2), int(p.dst_x[i] - w / 2)
+        expected = torch.zeros(48, 80, dtype=torch.bool)
+        expected[dy : dy + h, dx : dx + w] = True
+        assert torch.equal(masks[i, 0], expected)
+        patch = TF.adjust_brightness(x[i, :, sy : sy + h, sx : sx + w], 1.0)  # a copy
+        for op in p.order[i].tolist():
+            fn = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)[op]
+            patch = fn(patch, float(p.factors[i, op]))
+        torch.testing.assert_close(out[i, :, dy : dy + h, dx : dx + w], patch, atol=1e-5, rtol=0)
+    # on random textures nearly every pasted pixel really changes (the mask is not inflated)
+    assert (changed & masks).sum() >= 0.98 * masks.sum()
+
+
+def test_scar_changes_only_masked_pixels_and_nearly_all_of_them():
+    x = textures(32, 64, 64, seed=10)
+    out, masks = A.scar(x, generator=gen(11), scale=1.0)
+    changed = (out != x).any(dim=1, keepdim=True)
+    assert not (changed & ~masks).any()
+    assert (changed & masks).sum() >= 0.98 * masks.sum()
+    assert (masks.flatten(1).sum(1) > 0).all()
+
+
+# ====== distributions (Kolmogorov-Smirnov over thousands of draws) ======
+
+
+def loguniform_cdf(lo: float, hi: float):
+    return lambda a: np.clip((np.log(a) - math.log(lo)) / (math.log(hi) - math.log(lo)), 0, 1)
+
+
+def two_interval_cdf(lo: float, hi: float):
+    def cdf(a):
+        a = np.asarray(a, dtype=float)
+        low = 0.5 * np.clip((a - lo) / (1 - lo), 0, 1)
+        return low + 0.5 * np.clip((a - 1) / (hi - 1), 0, 1)
+
+    return cdf
+
+
+def test_cutpaste_area_and_aspect_distributions_match_the_paper():
+    p = A.sample_cutpaste_params(4000, (256, 256), generator=gen(12))
+    h, w = p.height.numpy(), p.width.numpy()  # the realised (rounded) patch sides
+    area = h * w / 256**2
+    assert stats.kstest(area, stats.uniform(0.02, 0.13).cdf).pvalue > 1e-3
+    aspect = w / h
+    assert stats.kstest(aspect, loguniform_cdf(0.3, 3.3)).pvalue > 1e-3
+    assert area.min() >= 0.019 and area.max() <= 0.151
+    # negative control: the same test rejects the other aspect sampling
+    assert stats.kstest(aspect, two_interval_cdf(0.3, 3.3)).pvalue < 1e-6
+
+
+def test_two_interval_aspect_sampling():
+    a = A.sample_aspect((4000,), generator=gen(13), aspect_sampling="two_interval").numpy()
+    assert stats.kstest(a, two_interval_cdf(0.3, 3.3)).pvalue > 1e-3
+    assert stats.kstest(a, loguniform_cdf(0.3, 3.3)).pvalue < 1e-6
+    assert abs((a < 1).mean() - 0.5) < 0.04
+
+
+def test_realised_masks_match_the_sampled_rectangles():
+    x = textures(32, 48, 72, seed=14)
+    p = A.sample_cutpaste_params(32, (48, 72), generator=gen(15))
+    _, masks = A.paste_batched(x, p)
+    m = masks[:, 0]
+    rows, cols = m.any(dim=2), m.any(dim=1)
+    assert torch.equal(m.flatten(1).sum(1).float(), p.height * p.width)
+    assert torch.equal(rows.sum(1).float(), p.height) and torch.equal(cols.sum(1).float(), p.width)
+
+
+@pytest.mark.parametrize("size", [(48, 160), (160, 48), (64, 64)])
+def test_patches_always_inside_the_image(size):
+    H, W = size
+    p = A.sample_cutpaste_params(3000, size, generator=gen(16))
+    for c, s, n in (
+        (p.src_y, p.height, H),
+        (p.dst_y, p.height, H),
+        (p.src_x, p.width, W),
+        (p.dst_x, p.width, W),
+    ):
+        assert (c - s / 2 >= 0).all() and (c + s / 2 <= n).all()
+    q = A.sample_scar_params(3000, size, generator=gen(17), scale=1.0)
+    theta = torch.deg2rad(q.angle)
+    ey = 0.5 * (theta.sin().abs() * q.width + theta.cos().abs() * q.height)
+    ex = 0.5 * (theta.cos().abs() * q.width + theta.sin().abs() * q.height)
+    assert (q.dst_y - ey >= 0).all() and (q.dst_y + ey <= H).all()
+    assert (q.dst_x - ex >= 0).all() and (q.dst_x + ex <= W).all()
+    assert (q.src_y - q.height / 2 >= 0).all() and (q.src_x + q.width / 2 <= W).all()
+
+
+def test_scar_parameter_distributions():
+    q = A.sample_scar_params(4000, (256, 256), generator=gen(18), scale=1.0)
+    for values, (lo, hi) in ((q.width, (2, 16)), (q.height, (10, 25)), (q.angle, (-45, 45))):
+        assert stats.kstest(values.numpy(), stats.uniform(lo, hi - lo).cdf).pvalue > 1e-3
+
+
+def test_scar_scales_with_resolution():
+    assert A.scar_scale((256, 256)) == 1.0 and A.scar_scale((64, 64)) == 0.25
+    q = A.sample_scar_params(2000, (64, 64), generator=gen(19), scale=A.scar_scale((64, 64)))
+    assert q.height.max() <= 25 * 0.25 and q.height.min() >= 10 * 0.25
+    assert q.width.min() >= 1.0  # 2 * 0.25 = 0.5 px is raised to one pixel
+
+
+def test_scar_width_length_rotation_recovered_from_the_mask():
+    x = textures(48, 72, 88, seed=20)
+    q = A.sample_scar_params(48, (72, 88), generator=gen(21), scale=1.0)
+    _, masks = A.paste_batched(x, q)
+    for i in range(48):
+        ys, xs = torch.nonzero(masks[i, 0], as_tuple=True)
+        pts = torch.stack([xs.float(), ys.float()], dim=1)
+        cov = torch.cov(pts.T)
+        evals, evecs = torch.linalg.eigh(cov)  # ascending
+        w_est, l_est = (12 * evals).sqrt().tolist()  # uniform rectangle: variance = side^2 / 12
+        l, w = float(q.height[i]), float(q.width[i])
+        assert abs(len(xs) - l * w) <= 2 * (l + w) + 4, "area of a rasterised rectangle"
+        assert (
+            abs(l_est - max(l, w)) < 1.6 and abs(w_est - min(l, w)) < 1.6
+        )  # width may exceed length
+        if l - w > 6:  # the long axis is well defined
+            vx, vy = evecs[:, 1].tolist()
+            if vy < 0:
+                vx, vy = -vx, -vy
+            angle = math.degrees(math.atan2(vx, vy))  # long axis (sin t, cos t) with rows downwards
+            assert abs(angle - float(q.angle[i])) < 6
+
+
+# ====== proxy batches ======
+
+
+def test_three_way_labels_line_up_with_images():
+    x = textures(8, 48, 48, seed=22)
+    batch = A.make_proxy_batch(x, "3way", generator=gen(23), whole_image_aug=None)
+    assert batch.labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    normal, cp, sc = batch.images.split(8)
+    mn, mc, ms = batch.masks.split(8)
+    assert torch.equal(normal, x) and not mn.any()
+    area = mc.flatten(1).float().mean(1)
+    assert (area >= 0.019).all() and (area <= 0.16).all()  # CutPaste: 2-15 % of the image
+    assert (ms.flatten(1).float().mean(1) < 0.02).all()  # Scar: thin (at most ~16x25 px at 256)
+    for imgs, m in ((cp, mc), (sc, ms)):
+        assert torch.equal(imgs * ~m, x * ~m)
+
+
+def test_whole_image_augmentation_is_shared_by_all_views_of_an_original():
+    x = textures(6, 40, 40, seed=24)
+    batch = A.make_proxy_batch(x, "3way", generator=gen(25))
+    normal, cp, sc = batch.images.split(6)
+    assert not torch.equal(normal, x)  # the whole-image augmentation did something
+    for imgs, m in zip((cp, sc), batch.masks.split(6)[1:]):
+        assert torch.equal(imgs * ~m, normal * ~m)
+
+
+def test_patch_mode_crops_first_then_pastes_inside_the_crop():
+    x = textures(5, 64, 64, seed=26)
+    batch = A.make_proxy_batch(
+        x, "cutpaste", generator=gen(27), patch_size=32, whole_image_aug=None
+    )
+    normal, aug = batch.images.split(5)
+    for i in range(5):  # each normal crop is a window of its original
+        windows = x[i].unfold(1, 32, 1).unfold(2, 32, 1)  # (3, 33, 33, 32, 32)
+        hits = (windows == normal[i][:, None, None]).all(0).all(-1).all(-1)
+        assert hits.sum() >= 1
+    area = batch.masks.split(5)[1].flatten(1).float().mean(1)
+    assert (area >= 0.019).all() and (area <= 0.16).all()  # area relative to the crop
+
+
+def test_union_mixes_cutpaste_and_scar_half_and_half():
+    x = textures(300, 32, 32, seed=28)
+    batch = A.make_proxy_batch(x, "union", generator=gen(29), whole_image_aug=None)
+    assert batch.labels.tolist() == [0] * 300 + [1] * 300
+    area = batch.masks[300:].flatten(1).float().mean(1)
+    # at 32 px a scar covers at most ~8 px (< 0.8 %), a CutPaste patch at least ~1.5 %
+    is_cutpaste = area > 0.011
+    assert ((area < 0.008) | (area > 0.014)).all()
+    assert stats.binomtest(int(is_cutpaste.sum()), 300, 0.5).pvalue > 1e-3
+
+
+def test_whole_image_translation_reflects_like_pad():
+    x = textures(1, 6, 5, seed=30)
+    none = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    p = A.WholeImageParams(torch.tensor([2]), torch.tensor([-1]), none, torch.arange(4)[None])
+    out = A.apply_whole_image(x, p)
+    ref = torch.nn.functional.pad(x, (1, 1, 2, 2), mode="reflect")[:, :, 0:6, 2:7]
+    assert torch.equal(out, ref)
+    assert torch.equal(
+        out[0, :, 2], x[0, :, 0, [1, 2, 3, 4, 3]]
+    )  # hand-made: row 0 shifted, mirrored
+
+
+def test_same_seed_same_batch_different_seed_different_batch():
+    x = textures(4, 32, 40, seed=31)
+    a = A.make_proxy_batch(x, "3way", generator=gen(1))
+    b = A.make_proxy_batch(x, "3way", generator=gen(1))
+    c = A.make_proxy_batch(x, "3way", generator=gen(2))
+    assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+    assert not torch.equal(a.images, c.images) and not torch.equal(a.masks, c.masks)
+
+
+def test_num_classes_and_variants():
+    assert A.VARIANTS == ("cutpaste", "scar", "union", "3way")
+    assert [A.num_classes(v) for v in A.VARIANTS] == [2, 2, 2, 3]
+    with pytest.raises(ValueError, match="unknown variant 'cut'"):
+        A.num_classes("cut")
+
+
+def test_bad_inputs_give_clear_errors():
+    x = textures(2, 16, 16)
+    with pytest.raises(TypeError, match="float in \\[0, 1\\]"):
+        A.cutpaste((x * 255).to(torch.uint8), generator=gen(0))
+    with pytest.raises(ValueError, match="\\(B, 3, H, W\\)"):
+        A.scar(x[:, :1], generator=gen(0))
+    with pytest.raises(TypeError, match="torch.Generator"):
+        A.cutpaste(x, generator=0)
+    with pytest.raises(ValueError, match="patch_size"):
+        A.make_proxy_batch(x, "3way", generator=gen(0), patch_size=17)
+    with pytest.raises(ValueError, match="area_ratio"):
+        A.cutpaste(x, generator=gen(0), area_ratio=(0.2, 0.1))
+    with pytest.raises(ValueError, match="two_interval"):
+        A.sample_aspect(
+            (3,), generator=gen(0), aspect_ratio=(1.5, 3), aspect_sampling="two_interval"
+        )
+
+
+@pytest.mark.gpu
+def test_cuda_batch_is_reproducible_and_matches_cpu_for_the_same_parameters():
+    x = textures(8, 64, 64, seed=32).cuda()
+    a = A.make_proxy_batch(x, "3way", generator=gen(3, "cuda"))
+    b = A.make_proxy_batch(x, "3way", generator=gen(3, "cuda"))
+    assert torch.equal(a.images, b.images) and a.images.device.type == "cuda"
+    p = A.sample_scar_params(8, (64, 64), generator=gen(4, "cuda"), scale=1.0)
+    gpu = A.paste_batched(x, p)
+    cpu = A.paste_batched(x.cpu(), A.PasteParams(*(f.cpu() for f in p)))
+    assert (gpu.masks.cpu() != cpu.masks).float().mean() < 1e-3
+    torch.testing.assert_close(
+        gpu.images.cpu() * cpu.masks, cpu.images * cpu.masks, atol=1e-4, rtol=0
+    )
