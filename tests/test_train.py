@@ -1,0 +1,305 @@
+"""Training loop: paper defaults, schedule, sampling, exact resume, checkpoint errors, divergence, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from scipy.stats import chisquare
+from sklearn.metrics import confusion_matrix
+
+from cutpaste_lib import cli
+from cutpaste_lib.augment import make_proxy_batch
+from cutpaste_lib.config import REPO_ROOT
+from cutpaste_lib.data import ImageCache, normalize
+from cutpaste_lib.errors import CheckpointError, TrainingDivergedError
+from cutpaste_lib.train import (
+    CHECKPOINT_NAME,
+    TrainConfig,
+    load_checkpoint,
+    lr_schedule,
+    proxy_confusion,
+    read_checkpoint,
+    sample_originals,
+    train,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 spinning threads are many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_cache(n: int = 6, size: int = 32, category: str = "toy") -> ImageCache:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    return ImageCache(images=images, masks=None, labels=torch.zeros(n, dtype=torch.long),
+                      defects=["good"] * n, paths=[None] * n, category=category, split="train")  # fmt: skip
+
+
+def tiny_config(**kw) -> TrainConfig:
+    # shufflenet: the cheapest torchvision encoder with batch norm (resnet18 where its names matter)
+    base = dict(encoder="shufflenet_v2_x0_5", steps=4, batch_size=2, image_size=32, device="cpu", log_every=1, checkpoint_every=100,
+                head_depth=2, head_width=64, embedding_dim=16)  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_defaults_are_the_papers():
+    c = TrainConfig()
+    assert (c.variant, c.encoder, c.steps, c.batch_size) == ("3way", "resnet18", 65_536, 32)
+    assert (c.lr, c.momentum, c.weight_decay, c.image_size) == (0.03, 0.9, 3e-5, 256)
+    assert (c.head_depth, c.head_width, c.embedding_dim) == (8, 512, 128)
+    assert c.pretrained is False and c.weights is None and c.patch_size is None
+    assert c.inputs_per_step == 96 and TrainConfig(variant="scar").inputs_per_step == 64
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({**c.to_dict(), "epochs": 3})
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [({"variant": "4way"}, "variant"), ({"steps": 0}, "steps"), ({"lr": float("nan")}, "lr"),
+     ({"patch_size": 512}, "patch_size"), ({"encoder": "resnet19"}, "unknown encoder"),
+     ({"protocol": "transfer"}, "pretrained=True or weights")],
+)  # fmt: skip
+def test_bad_config_values_are_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_schedule_is_one_cosine_cycle_per_update():
+    config = TrainConfig(steps=1000)
+    lr = lr_schedule(config)
+    # reference: torch's CosineAnnealingLR stepped once per update
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.03)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=1000)
+    expected = []
+    for _ in range(1000):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(lr, expected, rtol=1e-9, atol=1e-12)
+    assert lr[0] == 0.03 and lr[500] == pytest.approx(0.015) and np.all(np.diff(lr) < 0)
+    transfer = lr_schedule(
+        TrainConfig(steps=100, pretrained=True, protocol="transfer", warmup_steps=20)
+    )
+    assert transfer[0] == 0.03 and transfer[20] == 1e-4 and len(transfer) == 100
+
+
+def test_originals_are_drawn_uniformly_with_replacement():
+    n = 5
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).contiguous()
+    g = torch.Generator().manual_seed(0)
+    drawn = torch.cat([sample_originals(images, 50, generator=g) for _ in range(100)])
+    assert drawn.dtype == torch.float32 and drawn.shape == (5000, 3, 2, 2)
+    ids = drawn[:, 0, 0, 0] * 255
+    assert torch.equal(ids, ids.round()) and torch.all(drawn == drawn[:, :1, :1, :1])
+    counts = np.bincount(ids.round().long().numpy(), minlength=n)
+    assert chisquare(counts).pvalue > 1e-3  # uniform over the cache
+    first = sample_originals(images, 50, generator=torch.Generator().manual_seed(1))
+    assert len(torch.unique(first[:, 0, 0, 0])) < 50  # with replacement: repeats in one batch
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    """k steps of a 2k-step run, then resume, gives exactly the 2k uninterrupted parameters.
+
+    On CPU every op is deterministic for a fixed thread count, and the checkpoint restores the
+    model, the momentum buffers, the step (so the cosine schedule) and every RNG state, so the
+    comparison is bitwise (torch.equal), not approximate.
+    """
+    cache, config = tiny_cache(), tiny_config(steps=4)
+    whole = train(config, cache, out_dir=tmp_path / "whole", progress=False)
+    first = train(config, cache, out_dir=tmp_path / "split", progress=False, stop_at_step=2)
+    assert read_checkpoint(first.checkpoint)["step"] == 2
+    resumed = train(config, cache, out_dir=tmp_path / "split", resume=True, progress=False)
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert whole.history["loss"] == resumed.history["loss"]
+    assert whole.history["step"] == resumed.history["step"] == [1, 2, 3, 4]
+    # and the interruption really happened in the middle: the first half differs from the end
+    assert not torch.equal(first.model.classifier.weight, resumed.model.classifier.weight)
+    assert read_checkpoint(resumed.checkpoint)["step"] == 4
+
+
+def test_checkpoint_config_and_tensorboard_outputs(tmp_path):
+    cache, config = tiny_cache(), tiny_config(steps=3, log_every=2, checkpoint_every=2)
+    result = train(config, cache, out_dir=tmp_path, progress=False)
+    assert result.checkpoint == tmp_path / CHECKPOINT_NAME
+    assert result.history["step"] == [2, 3]
+    assert result.history["lr"] == pytest.approx([lr_schedule(config)[1], lr_schedule(config)[2]])
+    state = read_checkpoint(result.checkpoint)
+    assert state["step"] == 3 and state["config"] == config.to_dict()
+    assert state["optimizer"]["state"] and set(state["rng"]) >= {"torch", "augment", "cuda"}
+    model, cfg = load_checkpoint(result.checkpoint)
+    assert not model.training and cfg["variant"] == "3way" and cfg["step"] == 3
+    assert cfg["category"] == "toy" and cfg["model"]["num_classes"] == 3
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["step"] == 3 and saved["batch_size"] == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert tags == {"train/loss", "train/accuracy", "train/lr", "train/images_per_s"}
+    logged = [e.value for e in events.Scalars("train/loss")]
+    assert logged == pytest.approx(result.history["loss"], rel=1e-6)
+
+
+def test_incompatible_foreign_and_corrupt_checkpoints_are_errors(tmp_path):
+    cache = tiny_cache()
+    train(tiny_config(steps=1), cache, out_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="variant='3way' but variant='scar'"):
+        train(
+            tiny_config(steps=1, variant="scar"),
+            cache,
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+    with pytest.raises(
+        CheckpointError, match="encoder='shufflenet_v2_x0_5' but encoder='resnet18'"
+    ):
+        train(tiny_config(steps=1, encoder="resnet18"), cache, out_dir=tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match="trained on .*'other'"):
+        train(tiny_config(steps=1), tiny_cache(category="other"), out_dir=tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match="already exists"):
+        train(tiny_config(steps=1), cache, out_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        train(tiny_config(steps=1), cache, out_dir=tmp_path / "empty", resume=True)
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), foreign)
+    with pytest.raises(CheckpointError, match="not a CutPaste training checkpoint"):
+        load_checkpoint(foreign)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((tmp_path / CHECKPOINT_NAME).read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated.pt"):
+        load_checkpoint(truncated)
+    pickled = tmp_path / "code.pt"
+    torch.save({"format": "cutpaste-checkpoint", "obj": np.random.default_rng(0)}, pickled)
+    with pytest.raises(CheckpointError, match="not a tensor-only file"):
+        load_checkpoint(pickled)
+
+
+def test_non_finite_loss_stops_training_and_writes_no_checkpoint(tmp_path):
+    config = tiny_config(steps=4, lr=1e30)  # the first update blows the weights up
+    with pytest.raises(TrainingDivergedError, match="loss became (nan|inf)"):
+        train(config, tiny_cache(), out_dir=tmp_path, progress=False)
+    assert not (tmp_path / CHECKPOINT_NAME).exists()
+
+
+def test_transfer_protocol_freezes_encoder_then_its_batchnorm(tmp_path):
+    torch.manual_seed(3)
+    weights = tmp_path / "imagenet.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    start = torch.load(weights, weights_only=True)
+    config = tiny_config(steps=2, encoder="resnet18", weights=str(weights), protocol="transfer",
+                         warmup_steps=1,
+                         checkpoint_every=1)  # fmt: skip
+    cache = tiny_cache()
+    warm = train(config, cache, out_dir=tmp_path / "run", progress=False, stop_at_step=1)
+    enc = {k: v for k, v in warm.model.encoder.state_dict().items()}
+    for key, value in start.items():
+        if not key.startswith("fc."):
+            assert torch.equal(enc[key], value), f"{key} changed during the head-only warm-up"
+    done = train(config, cache, out_dir=tmp_path / "run", resume=True, progress=False)
+    enc = done.model.encoder.state_dict()
+    assert not torch.equal(enc["conv1.weight"], start["conv1.weight"])  # fine-tuned
+    for key in ("bn1.weight", "bn1.bias", "bn1.running_mean", "layer4.1.bn2.running_var"):
+        assert torch.equal(enc[key], start[key]), f"{key} changed although BN is frozen"
+
+
+def test_proxy_confusion_matches_sklearn():
+    cache = tiny_cache(size=32)
+    torch.manual_seed(0)
+    from cutpaste_lib.model import CutPasteModel
+
+    model = CutPasteModel(
+        encoder="shufflenet_v2_x0_5", num_classes=3, head_depth=1, head_width=16, embedding_dim=8
+    ).eval()
+    matrix = proxy_confusion(model, cache, "3way", batches=2, batch_size=4, seed=5)
+    g = torch.Generator().manual_seed(5)
+    truth, predicted = [], []
+    with torch.no_grad():
+        for _ in range(2):
+            batch = make_proxy_batch(
+                sample_originals(cache.images, 4, generator=g), "3way", generator=g
+            )
+            truth.append(batch.labels)
+            predicted.append(model(normalize(batch.images)).logits.argmax(1))
+    expected = confusion_matrix(torch.cat(truth), torch.cat(predicted), labels=[0, 1, 2])
+    np.testing.assert_array_equal(matrix, expected)
+    assert matrix.sum(axis=1).tolist() == [8, 8, 8]
+
+
+# ====== CLI ======
+def test_cli_trains_and_writes_the_output_folder(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(synthetic_root), "--category", "synth_grid", "--steps", "3",
+            "--batch-size", "2", "--image-size", "32", "--device", "cpu", "--out", str(out),
+            "--log-every", "1", "--variant", "scar", "--no-progress", "--encoder", "shufflenet_v2_x0_5"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert (out / "checkpoint.pt").is_file() and (out / "config.json").is_file()
+    assert any((out / "tb").iterdir())
+    model, cfg = load_checkpoint(out / "checkpoint.pt")
+    assert cfg["variant"] == "scar" and cfg["steps"] == cfg["step"] == 3 and cfg["image_size"] == 32
+    assert cfg["category"] == "synth_grid" and model.classifier.out_features == 2
+    assert "checkpoint:" in capsys.readouterr().out
+    # running it again without --resume/--overwrite does not clobber the checkpoint
+    assert cli.main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main([*argv, "--resume"]) == 0  # finished run: nothing left to do, still fine
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--encoder", "resnet19"], "unknown encoder 'resnet19'"),
+     (["--pretrained", "--weights", str(REPO_ROOT / "pyproject.toml")], "not allowed with argument"),
+     (["--steps", "0"], "expected a positive integer"),
+     (["--variant", "4way"], "invalid choice"),
+     (["--lr", "-1"], "expected a positive finite number")],
+)  # fmt: skip
+def test_cli_rejects_bad_flags(synthetic_root, extra, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--data", str(synthetic_root), "--category", "synth_grid", *extra])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--patch-size", "16"], "--patch-size needs --patch"),
+     (["--patch", "--patch-size", "64", "--image-size", "32"], "larger than --image-size"),
+     (["--transfer"], "--transfer fine-tunes ImageNet weights"),
+     (["--resume"], "no checkpoint at"),
+     (["--category", "nope", "--image-size", "32"], "nope")],
+)  # fmt: skip
+def test_cli_reports_user_errors_in_one_line(synthetic_root, tmp_path, extra, message, capsys):
+    argv = ["train", "--data", str(synthetic_root), "--category", "synth_grid",
+            "--out", str(tmp_path / "x"), "--device", "cpu", *extra]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("cutpaste train: error:")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.gpu
+def test_cuda_step_uses_bf16_autocast_and_matches_cpu_loss_scale():
+    cache, config = tiny_cache(size=64), tiny_config(steps=3, image_size=64, device="cuda")
+    result = train(config, cache, progress=False)
+    assert all(math.isfinite(v) for v in result.history["loss"])
+    assert result.history["loss"][0] == pytest.approx(math.log(3), rel=0.3)
+    assert next(result.model.parameters()).is_cuda
