@@ -33,8 +33,11 @@ Choices where the paper is silent or ambiguous (repeated in notebook 04):
   exist at a time; the shared Gaussian is fitted from streamed moments, so the training features
   are never all held in memory.
 * heatmaps are shown on a scale fixed by **training** maps (mean, standard deviation, maximum),
-  never by the test image itself. Training scores are in-sample (the Gaussian saw those images),
-  so they run slightly lower than scores of clean test images.
+  never by the test image itself. The training maps are **cross-fitted**: even-indexed images are
+  scored by a Gaussian fitted on the odd ones and vice versa. In-sample scores would be useless
+  here: a per-location Gaussian fitted on N < 512 images gives its own images distances far
+  below those of any new clean image (we measured 10x-1000x), so every test heatmap would
+  saturate. The Gaussians used for the test images are fitted on all training images.
 
 Example:
     >>> import torch
@@ -333,7 +336,37 @@ class _StreamingMoments:
             z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=x.device)  # noqa: E731
             self.s, self.C, self.B = z(d), z(d, d), z(d)
             self.q, self.A = z(()), z(())
-        y = x - self.shift
+        self._add(x - self.shift)
+
+    def __add__(self, other: _StreamingMoments) -> _StreamingMoments:
+        """Moments of the union of both streams (re-expressed about ``self``'s shift)."""
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        out = _StreamingMoments()
+        out.shift, out.n = self.shift, self.n
+        out.s, out.C, out.B, out.q, out.A = (
+            v.clone() for v in (self.s, self.C, self.B, self.q, self.A)
+        )
+        # other's sums are about other.shift; shifting them by t = other.shift - self.shift is
+        # exact algebra but needs the data, so re-express through the same moment identities.
+        t = other.shift - self.shift
+        n, s, C, B, q, A = other.n, other.s, other.C, other.B, other.q, other.A
+        tt = t @ t
+        st = s @ t
+        out.n += n
+        out.s += s + n * t
+        out.C += C + torch.outer(s, t) + torch.outer(t, s) + n * torch.outer(t, t)
+        q2 = q + 2 * st + n * tt  # sum |y + t|^2
+        # sum |y+t|^4 = sum (|y|^2 + 2 y.t + |t|^2)^2
+        out.A += A + 4 * (t @ C @ t) + n * tt * tt + 4 * (B @ t) + 2 * tt * q + 4 * tt * st
+        # sum |y+t|^2 (y+t) = B + 2 C t + tt s + t (q + 2 s.t + n tt)
+        out.B += B + 2 * (C @ t) + tt * s + t * q2
+        out.q += q2
+        return out
+
+    def _add(self, y: Tensor) -> None:
         r = (y * y).sum(-1)
         self.n += y.shape[0]
         self.s += y.sum(0)
@@ -366,12 +399,12 @@ class _StreamingMoments:
 
 @dataclass
 class HeatmapScale:
-    """A fixed display scale from **training** maps: ``(map - mean) / std``, shown from 0 to ``high``.
+    """A fixed display scale from (cross-fitted) **training** maps: ``(map - mean) / std``, shown from 0 to ``high``.
 
     Attributes:
         mean, std: mean and standard deviation of all training-map pixels.
         high: the largest standardised training pixel (upper end of the colour scale).
-        image_mean, image_std: mean and standard deviation of training image scores.
+        image_mean, image_std: mean and standard deviation of training image scores (max of grid).
     """
 
     mean: float
@@ -434,6 +467,30 @@ class PatchDensity:
         )
 
 
+def _halves(n: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """The two folds of the cross-fit: even and odd image indices."""
+    idx = torch.arange(n, device=device)
+    return idx[0::2], idx[1::2]
+
+
+def _cross_fitted_scores(f: Tensor) -> Tensor:
+    """Out-of-fold scores (L, N) of features f (L, N, D): each half scored by the other half's Gaussian.
+
+    In-sample Mahalanobis distances of a Gaussian fitted on N < D points are far too small (the
+    Gaussian has seen them), so they cannot calibrate a heatmap; out-of-fold ones behave like
+    scores of new clean images (slightly larger, each Gaussian saw half the data).
+    """
+    a, b = _halves(f.shape[-2], f.device)
+    out = torch.empty(f.shape[:-1], dtype=torch.float32, device=f.device)
+    for fit_idx, score_idx in ((a, b), (b, a)):
+        part = f[..., fit_idx, :]
+        cov, _ = ledoit_wolf(part)
+        out[..., score_idx] = mahalanobis(
+            f[..., score_idx, :], part.mean(-2), cholesky(cov)
+        ).float()
+    return out
+
+
 def _fit_per_location(
     model: nn.Module,
     images: Tensor,
@@ -447,9 +504,11 @@ def _fit_per_location(
 
     Patches are taken location-chunk by location-chunk from all images (each patch is still
     encoded exactly once), so only (N, chunk, D) features and ``chunk`` covariances are alive.
-    Returns the density and the in-sample training scores (N, gh, gw).
+    Returns the density and the two-fold cross-fitted training scores (N, gh, gw).
     """
     n = images.shape[0]
+    if n < 4:
+        raise ValueError(f"per-location Gaussians need at least 4 clean train images, got {n}")
     gh, gw = grid.shape
     p = grid.patch_size
     encoder = _encoder_of(model)
@@ -467,7 +526,7 @@ def _fit_per_location(
             cov, shrink = ledoit_wolf(f)
             mean = f.mean(dim=-2)
             factor = cholesky(cov)
-            train_scores.append(mahalanobis(f, mean, factor).float())  # (L, N)
+            train_scores.append(_cross_fitted_scores(f))  # (L, N)
             means.append(mean.float())
             factors.append(factor.float())
             shrinks.append(shrink)
@@ -484,6 +543,53 @@ def _fit_per_location(
         }
     )
     return density, scores
+
+
+def _gaussian(
+    mean: Tensor, cov: Tensor, shrink: Tensor, scores: Tensor | None = None
+) -> GaussianDensity:
+    density = GaussianDensity(per_location=False)
+    scores = torch.zeros(2, dtype=torch.float64) if scores is None else scores.double()
+    return density.load_state_dict(
+        {
+            "mean": mean,
+            "cholesky_factor": cholesky(cov),
+            "shrinkage": shrink,
+            "train_score_mean": scores.mean(),
+            "train_score_std": scores.std(),
+        }
+    )
+
+
+def _fit_shared(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    patch_size: int,
+    stride: int,
+    max_patches: int,
+    device: torch.device,
+) -> tuple[GaussianDensity, Tensor]:
+    """One Gaussian over all patches of all images, from streamed moments (two passes over the images).
+
+    Pass 1 accumulates the moments of each fold (even / odd images) separately; their sum gives
+    the Gaussian over all images. Pass 2 scores each image with the other fold's Gaussian, for
+    the cross-fitted training scores (N, gh, gw).
+    """
+    kw = dict(patch_size=patch_size, stride=stride, max_patches=max_patches, device=device)
+    folds = [_StreamingMoments(), _StreamingMoments()]
+    for start, feats in iter_dense_features(model, images, **kw):
+        f = l2_normalize(feats.double())
+        for k in range(f.shape[0]):
+            folds[(start + k) % 2].update(f[k])
+    fold_densities = [_gaussian(*m.finalize()) for m in folds]
+    train_scores = []
+    for start, feats in iter_dense_features(model, images, **kw):
+        for k in range(feats.shape[0]):
+            other = fold_densities[1 - (start + k) % 2]
+            train_scores.append(other.score(feats[k : k + 1]).float().cpu())
+    scores = torch.cat(train_scores)
+    return _gaussian(*(folds[0] + folds[1]).finalize(), scores=scores), scores
 
 
 def fit_patch_density(
@@ -542,27 +648,9 @@ def fit_patch_density(
             model, images, grid, max_patches=max_patches, location_chunk=location_chunk, device=dev
         )
     else:
-        moments = _StreamingMoments()
-        kw = dict(patch_size=patch_size, stride=stride, max_patches=max_patches, device=dev)
-        for _, feats in iter_dense_features(model, images, **kw):
-            moments.update(l2_normalize(feats.double()))
-        mean, cov, shrink = moments.finalize()
-        density = GaussianDensity(per_location=False)
-        # second pass: in-sample training scores (features are not kept, to bound memory)
-        density.load_state_dict(
-            {
-                "mean": mean,
-                "cholesky_factor": cholesky(cov),
-                "shrinkage": shrink,
-                "train_score_mean": torch.zeros(()),
-                "train_score_std": torch.ones(()),
-            }
+        density, train_scores = _fit_shared(
+            model, images, patch_size=patch_size, stride=stride, max_patches=max_patches, device=dev
         )
-        train_scores = torch.cat(
-            [density.score(f).float() for _, f in iter_dense_features(model, images, **kw)]
-        )
-        density.train_score_mean = train_scores.double().mean()
-        density.train_score_std = train_scores.double().std()
     result = PatchDensity(density, grid, resolved, HeatmapScale(0.0, 1.0, 1.0), sigma, normalize)
     train_maps = result.upsample(train_scores.to(dev))
     result.scale = HeatmapScale.from_training(train_maps, train_scores.flatten(1).amax(1))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cutpaste_lib.data import ImageCache, normalize
-from cutpaste_lib.density import ProvenanceError, l2_normalize, ledoit_wolf
+from cutpaste_lib.density import ProvenanceError, cholesky, l2_normalize, ledoit_wolf, mahalanobis
 from cutpaste_lib.localize import (
     PatchGrid,
     _StreamingMoments,
@@ -110,11 +110,16 @@ def test_streamed_ledoit_wolf_equals_the_batch_estimator(n, d):
     moments = _StreamingMoments()
     for k in range(0, n, 37):
         moments.update(x[k : k + 37])
-    mean, cov, shrink = moments.finalize()
+    # two streams with different shifts, merged: the same estimate
+    even, odd = _StreamingMoments(), _StreamingMoments()
+    for k in range(0, n, 37):
+        (even if (k // 37) % 2 == 0 else odd).update(x[k : k + 37])
     ref_cov, ref_shrink = ledoit_wolf(x)
-    torch.testing.assert_close(mean, x.mean(0))
-    torch.testing.assert_close(cov, ref_cov, atol=1e-10, rtol=1e-8)
-    torch.testing.assert_close(shrink, ref_shrink, atol=1e-10, rtol=1e-8)
+    for m in (moments, even + odd, odd + even):
+        mean, cov, shrink = m.finalize()
+        torch.testing.assert_close(mean, x.mean(0))
+        torch.testing.assert_close(cov, ref_cov, atol=1e-10, rtol=1e-8)
+        torch.testing.assert_close(shrink, ref_shrink, atol=1e-10, rtol=1e-8)
     if n < d * 2:
         assert float(shrink) > 0  # the regime where shrinkage matters
 
@@ -140,6 +145,31 @@ def test_patch_gaussians_equal_independent_fits_per_location_and_shared():
     shared = fit_patch_density(enc, images, patch_size=8, stride=4, mode="shared", max_patches=5)
     cov, _ = ledoit_wolf(feats.reshape(-1, 10))
     torch.testing.assert_close(shared.density.covariance, cov, atol=1e-9, rtol=1e-7)
+
+
+def test_training_scale_is_cross_fitted():
+    enc = StandIn()
+    images = _noise_images(6, 16, seed=2)
+    feats = l2_normalize(dense_features(enc, images, patch_size=8, stride=4).double())
+    for mode in ("per-location", "shared"):
+        pd = fit_patch_density(enc, images, patch_size=8, stride=4, mode=mode)
+        expected = torch.empty(6, 3, 3, dtype=torch.float64)
+        for fit, score in (([0, 2, 4], [1, 3, 5]), ([1, 3, 5], [0, 2, 4])):
+            if mode == "shared":
+                x = feats[fit].reshape(-1, 10)
+                cov, _ = ledoit_wolf(x)
+                expected[score] = mahalanobis(feats[score], x.mean(0), cholesky(cov))
+            else:
+                x = feats[fit].permute(1, 2, 0, 3)  # (3, 3, 3 images, D)
+                cov, _ = ledoit_wolf(x)
+                y = feats[score].permute(1, 2, 0, 3)
+                expected[score] = mahalanobis(y, x.mean(-2), cholesky(cov)).permute(2, 0, 1)
+        maps = receptive_field_upsample(expected, patch_size=8, stride=4)
+        assert pd.scale.mean == pytest.approx(float(maps.mean()), rel=1e-4)
+        assert pd.scale.std == pytest.approx(float(maps.std()), rel=1e-3)
+        assert pd.scale.image_mean == pytest.approx(
+            float(expected.flatten(1).amax(1).mean()), rel=1e-4
+        )
 
 
 def test_density_mode_follows_category_metadata():
@@ -250,10 +280,9 @@ def test_localize_finds_bright_squares_on_a_texture():
     # each map depends on its own image only: scoring one image alone gives the same map
     _, alone = score_images(StandIn(), images[1:2], result.patch_density)
     torch.testing.assert_close(alone[0], result.maps[1], atol=1e-4, rtol=1e-4)
-    # the display scale comes from training maps: clean train pixels average 0 on it
-    scale = result.patch_density.scale
-    _, train_maps = score_images(StandIn(), train.images, result.patch_density)
-    assert abs(float(scale.standardize(train_maps).mean())) < 1e-3
+    # the display scale comes from cross-fitted training maps: clean test images sit near 0 on it
+    z = result.patch_density.scale.standardize(result.maps[4:])
+    assert abs(float(z.mean())) < 1.0
 
 
 def test_per_location_density_catches_what_a_shared_one_cannot():
@@ -277,3 +306,62 @@ def test_per_location_density_catches_what_a_shared_one_cannot():
     auc_shared = pixel_auroc(score_images(StandIn(), images, shared)[1], masks)
     assert auc_loc > 0.9
     assert auc_loc > auc_shared + 0.1
+
+
+# ----------------------------------------------------------------------------- CLI
+@pytest.fixture(scope="module")
+def patch_checkpoint(synthetic_root, tmp_path_factory):
+    """A patch model trained for 2 steps on 32 px images, 16 px crops (enough to exercise the CLI)."""
+    train_mod = pytest.importorskip("cutpaste_lib.train")
+    from cutpaste_lib.data import load_cache
+
+    cache = load_cache(synthetic_root, "synth_grid", "train", 32)
+    config = train_mod.TrainConfig(
+        steps=2, batch_size=2, image_size=32, patch_size=16, device="cpu", log_every=1,
+        head_depth=1, head_width=32, embedding_dim=8,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("patch_model")
+    return train_mod.train(config, cache, out_dir=out, progress=False).checkpoint
+
+
+def test_cli_localize_writes_metrics_and_figures(patch_checkpoint, synthetic_root, tmp_path):
+    import json
+
+    from cutpaste_lib.cli import main
+
+    out = tmp_path / "loc"
+    argv = ["localize", "--checkpoint", str(patch_checkpoint), "--data", str(synthetic_root),
+            "--category", "synth_grid", "--out", str(out), "--stride", "8", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("pixel_auroc", "aupro", "pixel_f1_max", "image_auroc"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["patch_size"] == 8  # half the 16 px training crop
+    assert metrics["grid"] == [4, 4] and metrics["density"] == "shared"  # synth_grid: a texture
+    assert (out / "heatmaps.png").stat().st_size > 0 and (
+        out / "pixel_curves.png"
+    ).stat().st_size > 0
+
+
+def test_cli_localize_bad_input_is_one_clear_error_and_writes_nothing(
+    patch_checkpoint, synthetic_root, tmp_path, capsys
+):
+    from cutpaste_lib.cli import main
+
+    out = tmp_path / "loc"
+    base = [
+        "localize",
+        "--checkpoint",
+        str(patch_checkpoint),
+        "--data",
+        str(synthetic_root),
+        "--out",
+        str(out),
+    ]
+    assert main([*base, "--category", "synth_grid", "--patch-size", "64", "--device", "cpu"]) == 2
+    assert "--patch-size 64" in capsys.readouterr().err
+    assert main([*base, "--category", "no_such_category", "--device", "cpu"]) == 2
+    assert "no_such_category" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        main([*base, "--category", "synth_grid", "--density", "both"])
