@@ -17,6 +17,7 @@ from cutpaste_lib.gradcam import (
     LayerNotFoundError,
     anomaly_score_target,
     grad_cam,
+    gradcam_maps,
     gradcam_metrics,
     logit_target,
     minmax_per_image,
@@ -416,3 +417,153 @@ def test_gradcam_metrics_agree_with_sklearn():
     assert perfect == {"pixel_auroc": 1.0, "aupro": pytest.approx(1.0)}
     with pytest.raises(ValueError, match="differ in shape"):
         gradcam_metrics(maps[:, :, :8], masks)
+
+
+# ---------------------------------------------------------------- overlays
+
+
+def test_overlay_blends_the_colour_map_onto_the_image():
+    from matplotlib import colormaps
+
+    from cutpaste_lib.viz.gradcam import overlay_image
+
+    image = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    image[0] = 255  # pure red
+    cam = torch.zeros(4, 4)
+    cam[1, 2] = 2.0
+    cam[3, 3] = 4.0  # above vmax: saturates
+    out = overlay_image(image, cam, vmax=2.0, alpha=0.25, cmap="viridis")
+    cmap = colormaps["viridis"]
+    red = np.array([1.0, 0.0, 0.0])
+    np.testing.assert_allclose(out[0, 0], 0.75 * red + 0.25 * np.array(cmap(0.0)[:3]), atol=1e-6)
+    np.testing.assert_allclose(out[1, 2], 0.75 * red + 0.25 * np.array(cmap(1.0)[:3]), atol=1e-6)
+    np.testing.assert_allclose(out[3, 3], out[1, 2], atol=1e-6)
+    # a float image in [0, 1] and its uint8 version give the same overlay
+    np.testing.assert_allclose(
+        overlay_image(image.float() / 255, cam, vmax=2.0, alpha=0.25, cmap="viridis"), out
+    )
+
+
+def test_overlay_refuses_a_still_normalised_image():
+    from cutpaste_lib.viz.gradcam import overlay_image
+
+    normalised = (torch.rand(3, 8, 8) - 0.485) / 0.229
+    with pytest.raises(ValueError, match="denormalize"):
+        overlay_image(normalised, torch.rand(8, 8))
+    with pytest.raises(ValueError, match="does not match"):
+        overlay_image(torch.rand(3, 8, 8), torch.rand(4, 4))
+
+
+def test_gallery_has_one_column_per_method_and_shared_scales():
+    from cutpaste_lib.viz.gradcam import gradcam_gallery
+
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    masks = torch.zeros(3, 1, 8, 8, dtype=torch.bool)
+    masks[2, 0, 2:5, 2:5] = True
+    maps = {"logit": torch.rand(3, 8, 8), "score": torch.rand(3, 8, 8) * 10}
+    fig = gradcam_gallery(
+        images, maps, masks=masks, defects=["good", "good", "hole"], indices=[0, 2]
+    )
+    image_axes = [ax for ax in fig.axes if ax.get_images()]
+    assert len(image_axes) == 2 * 3
+    assert "hole #2" in image_axes[3].get_title() and "score" in image_axes[5].get_title()
+    # one scale per column: the panel of image 2 is drawn relative to the column's maximum
+    from cutpaste_lib.viz.gradcam import overlay_image
+
+    expected = overlay_image(images[2], maps["score"][2], vmax=float(maps["score"].max()))
+    np.testing.assert_allclose(image_axes[5].get_images()[0].get_array(), expected, atol=1e-6)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+# ---------------------------------------------------------------- with the library's model and data
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_root, tmp_path_factory):
+    """A 3-way ResNet-18 trained for 2 steps at 64 px (layer4 = 2x2), its checkpoint, the test
+    cache, the Gaussian fitted on clean train features and the anomaly-score Grad-CAM (batches of 5)."""
+    pytest.importorskip("cutpaste_lib.train", reason="cutpaste_lib.train not landed yet")
+    from types import SimpleNamespace
+
+    from cutpaste_lib.data import load_cache
+    from cutpaste_lib.density import GaussianDensity
+    from cutpaste_lib.evaluate import embed
+    from cutpaste_lib.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("gradcam_run")
+    config = TrainConfig(steps=2, batch_size=2, image_size=64, head_depth=1, head_width=32,
+                         embedding_dim=16, device="cpu", log_every=1, checkpoint_every=2)  # fmt: skip
+    cache = load_cache(synthetic_root, "synth_grid", "train", 64)
+    result = train(config, cache, out_dir=out, progress=False)
+    model = result.model.eval()
+    density = GaussianDensity().fit(embed(model, cache))
+    test = load_cache(synthetic_root, "synth_grid", "test", 64)
+    maps = gradcam_maps(model, test, anomaly_score_target(density), batch_size=5)
+    return SimpleNamespace(
+        model=model, checkpoint=result.checkpoint, density=density, test=test, result=maps
+    )
+
+
+def test_gradcam_maps_on_a_cutpaste_model_batches_consistently(trained):
+    from cutpaste_lib.data import normalize
+
+    model, test, a = trained.model, trained.test, trained.result
+    b = gradcam_maps(model, test.images, anomaly_score_target(trained.density), batch_size=64)
+    assert a.layer == "encoder.layer4" and a.maps.shape == (len(test), 64, 64)
+    assert a.low_res.shape[-2:] == (2, 2)
+    torch.testing.assert_close(a.maps, b.maps, rtol=1e-4, atol=1e-6)
+    # the target is the density's own score of the model's pooled features
+    with torch.no_grad():
+        expected = trained.density.score(model(normalize(test.images)).features)
+    torch.testing.assert_close(a.scores.double(), expected.double(), rtol=1e-4, atol=1e-6)
+    assert not any(m._forward_hooks for m in model.modules())
+    logit = gradcam_maps(model, test.images[:3], logit_target(2), layer="layer3")
+    assert logit.layer == "encoder.layer3" and logit.low_res.shape == (3, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(logit.scores, model(normalize(test.images[:3])).logits[:, 2])
+
+
+def _cli(argv, capsys):
+    from cutpaste_lib.cli import main
+
+    rc = main(argv)
+    return rc, capsys.readouterr()
+
+
+def test_cli_writes_overlays_and_metrics_that_match_the_library(
+    synthetic_root, trained, tmp_path, capsys
+):
+    import json
+
+    ckpt, test = trained.checkpoint, trained.test
+    out = tmp_path / "gc"
+    rc, cap = _cli(["gradcam", "--checkpoint", str(ckpt), "--data", str(synthetic_root), "--category",
+                    "synth_grid", "--out", str(out), "--device", "cpu"], capsys)  # fmt: skip
+    assert rc == 0, cap.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["layer"] == "encoder.layer4" and metrics["target"] == "score"
+    assert metrics["layer_resolution"] == [2, 2] and metrics["image_size"] == 64
+    for key in ("pixel_auroc", "aupro", "image_auroc"):
+        assert 0.0 <= metrics[key] <= 1.0
+    ref = gradcam_metrics(trained.result.maps, test.masks)
+    assert metrics["pixel_auroc"] == pytest.approx(ref["pixel_auroc"], abs=1e-4)
+    assert metrics["aupro"] == pytest.approx(ref["aupro"], abs=1e-4)
+    assert (out / "overlays.png").stat().st_size > 0
+    assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == sorted(set(test.defects))
+
+
+def test_cli_clear_errors_write_nothing(synthetic_root, trained, tmp_path, capsys):
+    base = ["gradcam", "--checkpoint", str(trained.checkpoint), "--data", str(synthetic_root), "--category", "synth_grid",
+            "--device", "cpu"]  # fmt: skip
+    rc, cap = _cli([*base, "--out", str(tmp_path / "bad"), "--layer", "layer9"], capsys)
+    assert rc == 2 and "layer 'layer9' not found" in cap.err and "encoder.layer4" in cap.err
+    rc, cap = _cli([*base, "--out", str(tmp_path / "bad"), "--target", "logit:3"], capsys)
+    assert rc == 2 and "3 classes" in cap.err
+    rc, cap = _cli([*base[:6], "synth_nothing", "--out", str(tmp_path / "bad")], capsys)
+    assert rc == 2 and "synth_nothing" in cap.err
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit) as info:
+        _cli([*base, "--target", "logit:one"], capsys)
+    assert info.value.code == 2 and "--target" in capsys.readouterr().err
