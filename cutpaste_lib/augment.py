@@ -397,14 +397,19 @@ def jitter_pixels(pixels: Tensor, segment: Tensor, factors: Tensor, order: Tenso
         segment: (N,) int64, which image (row of ``factors``) each pixel belongs to.
         factors, order: (B, 4) as :func:`sample_jitter` returns them.
 
-    Sync-free: at each of the four steps every op is computed for every pixel and the
-    image's op for that step is kept (ops whose factors are all identity are skipped).
-    Contrast uses the mean grey level of each image's pixels (a segment mean).
+    At each of the four steps every op is computed for every pixel and the image's op for
+    that step is kept (no per-image loop; ops whose factors are all identity are skipped).
+    Contrast uses the mean grey level of each image's pixels (a segment mean); ``segment``
+    must be sorted (each image's pixels contiguous), as ``nonzero`` returns them.
     """
     B = factors.shape[0]
     f_pix = factors[segment].T.unsqueeze(-1)  # (4, N, 1)
     op_pix = order[segment]  # (N, 4)
-    count = torch.bincount(segment, minlength=B).clamp(min=1).to(pixels.dtype)
+    # segment sums as differences of a float64 cumulative sum: deterministic on CUDA, unlike
+    # index_add_ (atomics), so a seed reproduces a batch bit for bit on the same device
+    count = torch.bincount(segment, minlength=B)
+    end = count.cumsum(0)
+    start = end - count
     identity = torch.tensor(_IDENTITY, device=factors.device, dtype=factors.dtype)
     active = [op for op, a in enumerate((factors != identity).any(dim=0).tolist()) if a]
     for step in range(4):
@@ -412,9 +417,9 @@ def jitter_pixels(pixels: Tensor, segment: Tensor, factors: Tensor, order: Tenso
         for op in active:
             mean = None
             if op == 1:
-                gray_sum = torch.zeros(B, device=pixels.device, dtype=pixels.dtype)
-                gray_sum.index_add_(0, segment, _gray(current).view(-1))
-                mean = (gray_sum / count)[segment].view(1, -1, 1)
+                csum = F.pad(_gray(current).view(-1).double().cumsum(0), (1, 0))
+                mean = (csum[end] - csum[start]) / count.clamp(min=1)
+                mean = mean.to(pixels.dtype)[segment].view(1, -1, 1)
             done = _op(op, current, f_pix[op : op + 1], mean)
             pixels = torch.where((op_pix[:, step] == op).unsqueeze(-1), done, pixels)
     return pixels

@@ -61,11 +61,17 @@ def plot_proxy_batch(
             ax = axes[r, c]
             i = v * b + c
             if what == "image":
-                ax.imshow(to_hwc(batch.images[i]))
+                ax.imshow(to_hwc(batch.images[i]), interpolation="nearest")
                 if outline and v > 0:
                     _outline(ax, batch.masks[i])
             else:
-                ax.imshow(batch.masks[i, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(
+                    batch.masks[i, 0].cpu().numpy(),
+                    cmap="gray",
+                    vmin=0,
+                    vmax=1,
+                    interpolation="nearest",
+                )
             ax.set_xticks([])
             ax.set_yticks([])
         label = names[v] if what == "image" else f"{names[v]} mask"
@@ -113,13 +119,15 @@ def plot_cutpaste_distributions(
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     ax = axes[1]
-    bins = np.geomspace(lo, hi, 41)
+    # density per unit of log(aspect): flat for log-uniform, which makes the two readings easy to compare
+    bins = np.linspace(math.log(lo), math.log(hi), 41)
     grid = np.geomspace(lo * 1.001, hi * 0.999, 400)
     densities = {"log_uniform": loguniform_density, "two_interval": two_interval_density}
     colors = {"log_uniform": "C0", "two_interval": "C1"}
     for name, values in aspect.items():
+        logs = np.log(values.cpu().numpy())
         ax.hist(
-            values.cpu().numpy(),
+            logs,
             bins=bins,
             density=True,
             alpha=0.45,
@@ -127,14 +135,16 @@ def plot_cutpaste_distributions(
             label=f"{name} (sampled)",
         )
         ax.plot(
-            grid,
-            densities[name](grid, lo, hi),
+            np.log(grid),
+            densities[name](grid, lo, hi) * grid,
             color=colors.get(name),
             lw=1.5,
             label=f"{name} density",
         )
-    ax.set_xscale("log")
-    ax.set_xlabel("aspect ratio width / height (log axis)")
+    ticks = [lo, 0.5, 1.0, 2.0, hi]
+    ax.set_xticks(np.log(ticks), [f"{t:g}" for t in ticks])
+    ax.set_xlabel("aspect ratio width / height (log scale)")
+    ax.set_ylabel("density of log(aspect)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -149,7 +159,7 @@ def plot_side_by_side(
     """One row of titled images (e.g. original / Cutout / CutPaste / Scar), outlines from ``masks``."""
     fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size), squeeze=False)
     for ax, (title, img) in zip(axes[0], images.items()):
-        ax.imshow(to_hwc(img))
+        ax.imshow(to_hwc(img), interpolation="nearest")
         if masks and title in masks:
             _outline(ax, masks[title])
         ax.set_title(title, fontsize=9)
