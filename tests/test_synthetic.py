@@ -318,3 +318,35 @@ def test_ensure_synthetic_honours_cutpaste_data(tmp_path, tiny_settings, monkeyp
     monkeypatch.setenv("CUTPASTE_DATA", str(tmp_path / "absent"))
     with pytest.raises(DataNotFoundError, match="absent"):
         ensure_synthetic()
+
+
+# ------------------------------------------------------------------ figures of the data (viz/data.py)
+
+
+def test_mask_outline_and_overlay():
+    from cutpaste_lib.viz.data import DEFECT_COLOR, mask_outline, mask_overlay
+
+    mask = np.zeros((10, 12), bool)
+    mask[3:6, 4:9] = True  # 3 x 5 rectangle
+    ring = mask_outline(mask)
+    assert not (ring & mask).any() and ring.sum() == 5 * 7 - 3 * 5  # the 8-neighbour ring outside
+    image = np.random.default_rng(0).random((10, 12, 3)).astype(np.float32)
+    out = mask_overlay(image, mask, alpha=0.5)
+    untouched = ~(mask | ring)
+    assert np.array_equal(out[untouched], image[untouched])
+    assert np.allclose(out[mask], 0.5 * image[mask] + 0.5 * np.asarray(DEFECT_COLOR))
+    assert np.allclose(out[ring], DEFECT_COLOR)
+
+
+def test_gallery_shows_every_defect_type(synthetic_root):
+    import matplotlib.pyplot as plt
+
+    from cutpaste_lib.viz.data import plot_gallery
+
+    fig = plot_gallery(synthetic_root, n_good=2, image_size=32)
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    expected = []
+    for category in sorted(SYNTHETIC_CATEGORIES):
+        expected += ["good", "good", *sorted(DEFECT_TYPES[category])]
+    assert titles == expected
+    plt.close(fig)
