@@ -303,8 +303,10 @@ def download_mvtec(
             f"unknown MVTec AD category {category!r}; choose from {', '.join(MVTEC_CATEGORIES)}"
         )
     archive = MVTEC_FULL if category is None else MVTEC_CATEGORY_ARCHIVES[category]
-    if category is not None and (root / category).is_dir() and not overwrite:
-        check_category(root / category)
+    wanted = list(MVTEC_CATEGORIES) if category is None else [category]
+    if not overwrite and all((root / name).is_dir() for name in wanted):
+        for name in wanted:  # already there: check it instead of downloading again
+            check_category(root / name)
         return root
     local = download_file(
         archive, root / ".downloads" / archive.name, progress=progress, help_root=root

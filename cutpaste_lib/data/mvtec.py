@@ -157,18 +157,25 @@ def _category_dir(root: Path, category: str) -> Path:
     return root / category
 
 
-def find_mask(root: str | Path, category: str, defect: str, image: Path) -> Path | None:
-    """The ground-truth mask of a defective image: ``<stem>_mask.<ext>`` (MVTec) or ``<stem>.<ext>``."""
-    folder = Path(root) / category / "ground_truth" / defect
+def _mask_index(root: Path, category: str, defect: str) -> dict[str, Path]:
+    folder = root / category / "ground_truth" / defect
     if not folder.is_dir():
-        return None
-    by_name = {p.name.lower(): p for p in folder.iterdir() if is_image_file(p)}
+        return {}
+    return {p.name.lower(): p for p in folder.iterdir() if is_image_file(p)}
+
+
+def _lookup_mask(index: dict[str, Path], image: Path) -> Path | None:
     for stem in (f"{image.stem}_mask", image.stem):
         for ext in IMAGE_EXTENSIONS:
-            hit = by_name.get(f"{stem}{ext}".lower())
+            hit = index.get(f"{stem}{ext}".lower())
             if hit is not None:
                 return hit
     return None
+
+
+def find_mask(root: str | Path, category: str, defect: str, image: Path) -> Path | None:
+    """The ground-truth mask of a defective image: ``<stem>_mask.<ext>`` (MVTec) or ``<stem>.<ext>``."""
+    return _lookup_mask(_mask_index(Path(root), category, defect), Path(image))
 
 
 def load_split(root: str | Path, category: str, split: Split) -> list[Sample]:
@@ -208,11 +215,12 @@ def load_split(root: str | Path, category: str, split: Split) -> list[Sample]:
     defects.sort(key=lambda name: (name != "good", name))
     samples: list[Sample] = []
     for defect in defects:
+        index = _mask_index(root, category, defect) if defect != "good" else {}
         for image in _images_in(split_dir / defect):
             if defect == "good":
                 samples.append(Sample(image, 0, "good", None))
                 continue
-            mask = find_mask(root, category, defect, image)
+            mask = _lookup_mask(index, image)
             if mask is None:
                 expected = cat_dir / "ground_truth" / defect / f"{image.stem}_mask.png"
                 raise DatasetError(
@@ -241,9 +249,13 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     """16-bit and float images (some TIFFs) scaled to 8 bit instead of being clipped."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        scale = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-        if image.mode == "F" and array.max() <= 1.0:
-            scale = 1.0
+        peak = float(array.max()) if array.size else 0.0
+        if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
+            scale = 65535.0  # 16-bit data (PIL opens some 16-bit PNGs as mode "I")
+        elif image.mode == "F" and peak <= 1.0:
+            scale = 1.0  # float image in [0, 1]
+        else:
+            scale = 255.0 if peak <= 255 else peak
         array = np.clip(array / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(array, mode="L")
     return image

@@ -24,7 +24,8 @@ defective version ``D``; the image is ``where(M, D, clean)`` and the mask is ``M
 outside the mask changes, and each defect is designed to change (almost) every pixel of ``M``
 visibly. :func:`render_sample` with the same seed returns the clean twin of a defective image.
 
-Files are byte-identical for a given seed (PNG has no timestamp); the dataset is written into a
+Files are byte-identical for a given seed (PNG has no timestamp) with the same numpy version on
+the same platform (FFT round-off may differ elsewhere); the dataset is written into a
 temporary folder and renamed when complete, with a ``synthetic.json`` manifest.
 
 Example:
@@ -562,7 +563,8 @@ def generate_synthetic(
             }
         # numpy's FFTs and zlib release the GIL, so threads overlap; each image has its own
         # random stream, so the files do not depend on the order in which threads finish
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
+        try:
             done = pool.map(lambda job: _run_job(job, int(size)), jobs)
             if progress:
                 from tqdm.auto import tqdm
@@ -570,6 +572,10 @@ def generate_synthetic(
                 done = tqdm(done, total=len(jobs), desc="synthetic images", unit="img")
             for _ in done:
                 pass
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # stop queued images before cleaning up
+            raise
+        pool.shutdown(wait=True)
         (tmp / MANIFEST).write_text(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
