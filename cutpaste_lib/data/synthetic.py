@@ -3,7 +3,8 @@
 MVTec AD cannot be downloaded on the course machines, so this module paints a stand-in with the
 same folder layout (see :mod:`.mvtec`) and the same kind of difficulty:
 
-* ``synth_carpet`` -- an irregular woollen texture (mottled tufts, fibres, a warped weave);
+* ``synth_carpet`` -- an irregular loop-pile carpet (yarn loops of varying shade on a warped
+  lattice, mottled tufts, fibres);
 * ``synth_grid`` -- a regular woven wire mesh (period, phase and a slight waviness vary);
 * ``synth_washer`` -- an aligned object: a brushed-metal flange with three bolt holes, centred,
   in a fixed pose (a few pixels and degrees of jitter).
@@ -52,7 +53,7 @@ from PIL import Image
 from cutpaste_lib.data.mvtec import SYNTHETIC_CATEGORIES, category_info
 from cutpaste_lib.errors import DatasetError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bumped whenever the drawings change, so :func:`ensure_synthetic` regenerates stale data."""
 
 MANIFEST = "synthetic.json"
@@ -166,17 +167,25 @@ def _curve_distance(rng: Rng, cv: _Canvas, cx: float, cy: float, length: float) 
 
 
 def _carpet(rng: Rng, cv: _Canvas) -> dict:
+    """Loop-pile carpet: rows of yarn loops (brick pattern), each loop its own shade, on a warped
+    lattice, under mottled tufts and fine fibres. Irregular: no two loops or images alike."""
     tufts = _noise(rng, cv.size, 1.4, cutoff=40)
     fibres = _noise(rng, cv.size, 0.6, cutoff=120, stretch=3.0, angle=rng.uniform(-0.2, 0.2) + 0.6)
     warp = _noise(rng, cv.size, 2.0, cutoff=12)
-    period = rng.uniform(21, 23)
+    period = rng.uniform(21, 23)  # loops per image side
     phase = rng.uniform(0, 1, size=2)
-    u = (cv.x + 0.012 * warp) * period + phase[0]
-    v = (cv.y - 0.012 * warp) * period + phase[1]
-    weave = np.sin(2 * np.pi * (u + v)) * np.sin(2 * np.pi * (u - v) * 0.5)
-    value = np.clip(0.5 + 0.15 * tufts + 0.09 * fibres + 0.12 * weave, 0.0, 1.0)
+    u = (cv.x + 0.02 * warp) * period + phase[0]
+    v = (cv.y - 0.015 * warp) * period + phase[1]
+    row = np.floor(v)
+    u = u + 0.5 * (row % 2)  # brick pattern: every other row shifted by half a loop
+    col = np.floor(u)
+    fu, fv = u - col - 0.5, v - row - 0.5
+    loop = np.sqrt(np.clip(1 - (fu / 0.48) ** 2 - (fv / 0.52) ** 2, 0, 1))
+    shades = rng.normal(0.0, 0.06, size=(int(period) + 4, int(period) + 4))
+    shade = shades[row.astype(int) % shades.shape[0], col.astype(int) % shades.shape[1]]
+    value = np.clip(0.32 + 0.36 * loop + shade + 0.10 * tufts + 0.07 * fibres, 0.0, 1.0)
     dark = np.array([0.30, 0.21, 0.15]) * rng.uniform(0.96, 1.04)
-    light = np.array([0.78, 0.63, 0.46]) * rng.uniform(0.96, 1.04)
+    light = np.array([0.80, 0.65, 0.47]) * rng.uniform(0.96, 1.04)
     return {"albedo": _lerp(dark, light, value)}
 
 
@@ -184,7 +193,7 @@ def _grid(rng: Rng, cv: _Canvas) -> dict:
     period = rng.uniform(9.4, 10.6)  # wires per image
     angle = np.deg2rad(rng.uniform(-2.0, 2.0))
     phase = rng.uniform(0, 1, size=2)
-    wave = 0.008 * _noise(rng, cv.size, 2.0, cutoff=6)
+    wave = 0.006 * _noise(rng, cv.size, 2.0, cutoff=6)
     ca, sa = np.cos(angle), np.sin(angle)
     u = ((cv.x - 0.5) * ca + (cv.y - 0.5) * sa + wave) * period + phase[0]
     v = (-(cv.x - 0.5) * sa + (cv.y - 0.5) * ca - wave) * period + phase[1]
