@@ -170,6 +170,11 @@ def test_missing_root_and_category(tmp_path, jpg_root):
         load_split(jpg_root, "parts", "val")
 
 
+def test_missing_image_file(tmp_path):
+    with pytest.raises(DataNotFoundError, match="gone.png"):
+        read_image(tmp_path / "gone.png")
+
+
 def test_empty_train_good(tmp_path):
     (tmp_path / "widget/train/good").mkdir(parents=True)
     (tmp_path / "widget/train/good/readme.md").write_text("no images here")

@@ -350,3 +350,32 @@ def test_gallery_shows_every_defect_type(synthetic_root):
         expected += ["good", "good", *sorted(DEFECT_TYPES[category])]
     assert titles == expected
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_cutpaste_synth_cli(tmp_path, capsys):
+    from cutpaste_lib.cli import main
+
+    out = tmp_path / "synth"
+    argv = [
+        "synth",
+        "--out",
+        str(out),
+        "--categories",
+        "synth_grid",
+        "--size",
+        "32",
+        "--n-train",
+        "3",
+    ]
+    assert main(argv + ["--n-test-good", "2", "--n-test-defect", "1"]) == 0
+    assert "synth_grid: 3 train, 2 good + 4 defective test" in capsys.readouterr().out
+    assert list_categories(out) == ["synth_grid"]
+    assert main(argv) == 2  # exists, no --overwrite: one clear line, nothing changed
+    assert "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "--out", str(tmp_path / "x"), "--size", "-3"])
+    assert exit_info.value.code == 2 and "--size" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
