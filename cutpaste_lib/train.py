@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cutpaste_lib import io
 from cutpaste_lib.augment import VARIANTS, make_proxy_batch, num_classes, views_per_image
