@@ -195,10 +195,32 @@ def test_incompatible_foreign_and_corrupt_checkpoints_are_errors(tmp_path):
 
 
 def test_non_finite_loss_stops_training_and_writes_no_checkpoint(tmp_path):
-    config = tiny_config(steps=4, lr=1e30)  # the first update blows the weights up
+    config = tiny_config(
+        steps=4, lr=1e30, deterministic=True
+    )  # the first update blows the weights up
     with pytest.raises(TrainingDivergedError, match="loss became (nan|inf)"):
         train(config, tiny_cache(), out_dir=tmp_path, progress=False)
     assert not (tmp_path / CHECKPOINT_NAME).exists()
+    assert (
+        not torch.are_deterministic_algorithms_enabled()
+    )  # global switch restored after the error
+
+
+def test_figures_plot_the_numbers_they_are_given():
+    from cutpaste_lib.viz.training import plot_confusion, plot_history, plot_lr_schedule
+
+    matrix = np.array([[8, 0, 0], [2, 6, 0], [0, 4, 4]])
+    fig = plot_confusion(matrix)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), matrix / 8)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["normal", "CutPaste", "Scar"]
+    schedule = lr_schedule(TrainConfig(steps=10))
+    np.testing.assert_array_equal(plot_lr_schedule(schedule).axes[0].lines[0].get_ydata(), schedule)
+    history = {"step": [1, 2], "loss": [1.1, 0.9], "accuracy": [0.3, 0.5], "lr": [0.1, 0.05],
+               "images_per_s": [5.0, 6.0]}  # fmt: skip
+    fig = plot_history(history, chance=1 / 3)
+    assert list(fig.axes[0].lines[0].get_ydata()) == [1.1, 0.9]
+    assert list(fig.axes[1].lines[0].get_ydata()) == [0.3, 0.5]
+    assert fig.axes[0].lines[1].get_ydata()[0] == pytest.approx(math.log(3))
 
 
 def test_transfer_protocol_freezes_encoder_then_its_batchnorm(tmp_path):
