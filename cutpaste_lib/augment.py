@@ -389,39 +389,73 @@ def jitter_batched(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
     return out
 
 
-def jitter_pixels(pixels: Tensor, segment: Tensor, factors: Tensor, order: Tensor) -> Tensor:
+def _segment_mean(values: Tensor, segment: Tensor, batch: int) -> Tensor:
+    """Mean of ``values`` (N,) per segment, broadcast back to the N pixels (segments sorted).
+
+    Sums are differences of a float64 cumulative sum: deterministic on CUDA, unlike
+    ``index_add_`` (atomics), so a seed reproduces a batch bit for bit on the same device.
+    """
+    count = torch.bincount(segment, minlength=batch)
+    end = count.cumsum(0)
+    csum = F.pad(values.double().cumsum(0), (1, 0))
+    mean = (csum[end] - csum[end - count]) / count.clamp(min=1)
+    return mean.to(values.dtype)[segment]
+
+
+def jitter_pixels(
+    pixels: Tensor,
+    segment: Tensor,
+    factors: Tensor,
+    order: Tensor,
+    *,
+    strategy: Literal["auto", "where", "subset"] = "auto",
+) -> Tensor:
     """Colour jitter of the pasted pixels of a batch, gathered in one flat list.
 
     Args:
         pixels: (3, N, 1) float, the pixels of all patches one after the other.
-        segment: (N,) int64, which image (row of ``factors``) each pixel belongs to.
+        segment: (N,) int64, which image (row of ``factors``) each pixel belongs to; sorted
+            (each image's pixels contiguous), as ``nonzero`` returns them.
         factors, order: (B, 4) as :func:`sample_jitter` returns them.
+        strategy: "where" computes every op for every pixel at each of the four steps and
+            keeps the image's op for that step (no host syncs: the GPU default); "subset"
+            computes each op only on the pixels whose image applies it at that step (4x less
+            arithmetic, one ``nonzero`` per step and op: the CPU default). Same result.
 
-    At each of the four steps every op is computed for every pixel and the image's op for
-    that step is kept (no per-image loop; ops whose factors are all identity are skipped).
-    Contrast uses the mean grey level of each image's pixels (a segment mean); ``segment``
-    must be sorted (each image's pixels contiguous), as ``nonzero`` returns them.
+    Contrast uses the mean grey level of each image's pixels (a segment mean). Ops whose
+    factor is the identity are skipped, as :func:`jitter_one` does.
     """
+    if strategy == "auto":
+        strategy = "where" if pixels.is_cuda else "subset"
+    if strategy not in ("where", "subset"):
+        raise ValueError(f"strategy must be 'auto', 'where' or 'subset', got {strategy!r}")
     B = factors.shape[0]
+    identity = torch.tensor(_IDENTITY, device=factors.device, dtype=factors.dtype)
+    applies = (factors != identity)[segment]  # (N, 4): the pixel's image really applies the op
     f_pix = factors[segment].T.unsqueeze(-1)  # (4, N, 1)
     op_pix = order[segment]  # (N, 4)
-    # segment sums as differences of a float64 cumulative sum: deterministic on CUDA, unlike
-    # index_add_ (atomics), so a seed reproduces a batch bit for bit on the same device
-    count = torch.bincount(segment, minlength=B)
-    end = count.cumsum(0)
-    start = end - count
-    identity = torch.tensor(_IDENTITY, device=factors.device, dtype=factors.dtype)
-    active = [op for op, a in enumerate((factors != identity).any(dim=0).tolist()) if a]
+    active = [op for op, a in enumerate(applies.any(dim=0).tolist()) if a]
     for step in range(4):
         current = pixels
         for op in active:
+            sel = (op_pix[:, step] == op) & applies[:, op]
+            if strategy == "where":
+                mean = (
+                    _segment_mean(_gray(current).view(-1), segment, B).view(1, -1, 1)
+                    if op == 1
+                    else None
+                )
+                done = _op(op, current, f_pix[op : op + 1], mean)
+                pixels = torch.where(sel.unsqueeze(-1), done, pixels)
+                continue
+            idx = sel.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                continue
+            sub = current[:, idx]
             mean = None
             if op == 1:
-                csum = F.pad(_gray(current).view(-1).double().cumsum(0), (1, 0))
-                mean = (csum[end] - csum[start]) / count.clamp(min=1)
-                mean = mean.to(pixels.dtype)[segment].view(1, -1, 1)
-            done = _op(op, current, f_pix[op : op + 1], mean)
-            pixels = torch.where((op_pix[:, step] == op).unsqueeze(-1), done, pixels)
+                mean = _segment_mean(_gray(sub).view(-1), segment[idx], B).view(1, -1, 1)
+            pixels = pixels.index_copy(1, idx, _op(op, sub, f_pix[op : op + 1, idx], mean))
     return pixels
 
 
@@ -481,16 +515,22 @@ def scar_one(image: Tensor, p: PasteParams) -> tuple[Tensor, Tensor]:
 # ====== pasting: batched ======
 
 
-def paste_batched(images: Tensor, p: PasteParams) -> Augmented:
-    """Apply one paste per image to a batch (B, 3, H, W), without loops over images or pixels.
+def paste_into(out: Tensor, masks: Tensor, images: Tensor, p: PasteParams) -> None:
+    """Write M pastes into ``out`` (M, 3, H, W) and ``masks`` (M, 1, H, W) in place, batched.
 
-    Every pixel of a window around each destination (as large as the largest paste of the
-    batch) is rotated back into the cut rectangle; the pixels that fall inside are gathered by
-    flat index into one list, jittered together (:func:`jitter_pixels`) and scattered back.
+    Paste ``j`` reads its source from ``images[j % B]`` (so 3-way writes the CutPaste and the
+    Scar copies of B originals in one call) and ``out`` must already hold the images to paste
+    on. Every pixel of a window around each destination (as large as the largest paste) is
+    rotated back into the cut rectangle; the pixels that fall inside are gathered by flat index
+    into one list, jittered together (:func:`jitter_pixels`) and written back. No loop over
+    images or pixels; two host syncs (window size, number of pasted pixels).
     """
+    M = p.height.shape[0]
     B, C, H, W = images.shape
-    if B == 0:
-        return Augmented(images.clone(), torch.zeros_like(images[:, :1], dtype=torch.bool))
+    if M == 0:
+        return
+    if out.shape != (M, C, H, W) or masks.shape != (M, 1, H, W) or not out.is_contiguous():
+        raise ValueError(f"out/masks must be contiguous ({M}, {C}, {H}, {W}) / ({M}, 1, {H}, {W})")
     dev = images.device
     theta = torch.deg2rad(p.angle)
     cos, sin = torch.cos(theta), torch.sin(theta)
@@ -499,29 +539,39 @@ def paste_batched(images: Tensor, p: PasteParams) -> Augmented:
     sh, sw = min(H, math.ceil(2 * ey) + 1), min(W, math.ceil(2 * ex) + 1)
     oy = torch.floor(p.dst_y - ext_y).clamp(0, H - sh).long()
     ox = torch.floor(p.dst_x - ext_x).clamp(0, W - sw).long()
-    ys = (oy[:, None] + torch.arange(sh, device=dev))[:, :, None]  # (B, sh, 1)
-    xs = (ox[:, None] + torch.arange(sw, device=dev))[:, None, :]  # (B, 1, sw)
+    ys = (oy[:, None] + torch.arange(sh, device=dev))[:, :, None]  # (M, sh, 1)
+    xs = (ox[:, None] + torch.arange(sw, device=dev))[:, None, :]  # (M, 1, sw)
     ux, uy = _unrotate(
-        xs + 0.5 - p.dst_x.view(B, 1, 1),
-        ys + 0.5 - p.dst_y.view(B, 1, 1),
-        cos.view(B, 1, 1),
-        sin.view(B, 1, 1),
+        xs + 0.5 - p.dst_x.view(M, 1, 1),
+        ys + 0.5 - p.dst_y.view(M, 1, 1),
+        cos.view(M, 1, 1),
+        sin.view(M, 1, 1),
     )
-    hw, hh = (p.width / 2).view(B, 1, 1), (p.height / 2).view(B, 1, 1)
-    inside = (ux >= -hw) & (ux < hw) & (uy >= -hh) & (uy < hh)  # (B, sh, sw)
-    b, r, c = inside.nonzero(as_tuple=True)  # host sync: number of pasted pixels
-    src = torch.floor(p.src_y[b] + uy.expand(B, sh, sw)[b, r, c]).long().clamp(
-        0, H - 1
-    ) * W + torch.floor(p.src_x[b] + ux.expand(B, sh, sw)[b, r, c]).long().clamp(0, W - 1)
-    dst = ys.expand(B, sh, sw)[b, r, c] * W + xs.expand(B, sh, sw)[b, r, c]
-    flat = images.reshape(B, C, H * W)
-    pixels = flat[b, :, src].T.unsqueeze(-1)  # (3, N, 1)
-    pixels = jitter_pixels(pixels, b, p.factors, p.order)
-    out = flat.clone()
-    out[b, :, dst] = pixels.squeeze(-1).T
-    masks = torch.zeros(B, H * W, dtype=torch.bool, device=dev)
-    masks[b, dst] = True
-    return Augmented(out.view(B, C, H, W), masks.view(B, 1, H, W))
+    hw, hh = (p.width / 2).view(M, 1, 1), (p.height / 2).view(M, 1, 1)
+    inside = (ux >= -hw) & (ux < hw) & (uy >= -hh) & (uy < hh)  # (M, sh, sw)
+    src_y = torch.floor(p.src_y.view(M, 1, 1) + uy).long().clamp(0, H - 1)
+    src_x = torch.floor(p.src_x.view(M, 1, 1) + ux).long().clamp(0, W - 1)
+    sel = inside.view(-1).nonzero().squeeze(1)  # host sync: the pasted pixels, paste by paste
+    row = sel // (sh * sw)  # which paste each pixel belongs to (sorted)
+    src = (src_y * W + src_x).view(-1)[sel]
+    dst = (ys * W + xs).reshape(-1)[sel]
+    plane = torch.arange(C, device=dev).view(C, 1) * (H * W)
+    src_flat = (row % B * (C * H * W)).view(1, -1) + plane + src.view(1, -1)  # (C, N)
+    dst_flat = (row * (C * H * W)).view(1, -1) + plane + dst.view(1, -1)
+    pixels = images.reshape(-1).index_select(0, src_flat.view(-1)).view(C, -1, 1)
+    pixels = jitter_pixels(pixels, row, p.factors, p.order)
+    out.view(-1).index_copy_(0, dst_flat.view(-1), pixels.view(-1))
+    masks.view(-1).index_fill_(0, row * (H * W) + dst, True)
+
+
+def paste_batched(images: Tensor, p: PasteParams) -> Augmented:
+    """Apply one paste per image to a batch (B, 3, H, W), without loops (see :func:`paste_into`)."""
+    out = images.contiguous().clone()
+    masks = torch.zeros(
+        images.shape[0], 1, *images.shape[-2:], dtype=torch.bool, device=images.device
+    )
+    paste_into(out, masks, images.contiguous(), p)
+    return Augmented(out, masks)
 
 
 def paste(
@@ -796,18 +846,16 @@ def make_proxy_batch(
     def sc(n: int) -> PasteParams:
         return sample_scar_params(n, size, generator=generator, scale=scale)
 
-    no_mask = torch.zeros(B, 1, *size, dtype=torch.bool, device=x.device)
-    if variant in ("cutpaste", "scar"):
-        params = cut(B) if variant == "cutpaste" else sc(B)
-        aug = paste(x, params, kind=variant, implementation=implementation)
-        images_out, masks_out = torch.cat([x, aug.images]), torch.cat([no_mask, aug.masks])
+    # parameters of the (K-1)*B augmented views, view by view; is_cutpaste picks the
+    # readable per-image function (the batched kernel treats both kinds alike)
+    if variant == "cutpaste":
+        params, is_cutpaste = cut(B), torch.ones(B, dtype=torch.bool, device=x.device)
+    elif variant == "scar":
+        params, is_cutpaste = sc(B), torch.zeros(B, dtype=torch.bool, device=x.device)
     elif variant == "3way":
-        # one paste call over two copies of the batch: half the kernel launches and host syncs
         params = PasteParams(*(torch.cat([c, s]) for c, s in zip(cut(B), sc(B))))
         is_cutpaste = torch.arange(2 * B, device=x.device) < B
-        aug = paste(torch.cat([x, x]), params, kind=is_cutpaste, implementation=implementation)
-        images_out, masks_out = torch.cat([x, aug.images]), torch.cat([no_mask, aug.masks])
-    else:  # union: each image gets CutPaste or Scar parameters, then a single paste call
+    else:  # union: each image gets CutPaste or Scar parameters with probability 1/2
         cp_params, scar_params = cut(B), sc(B)
         is_cutpaste = _rand((B,), generator) < 0.5
         params = PasteParams(
@@ -816,9 +864,15 @@ def make_proxy_batch(
                 for c, s in zip(cp_params, scar_params)
             )
         )
-        aug = paste(x, params, kind=is_cutpaste, implementation=implementation)
-        images_out, masks_out = torch.cat([x, aug.images]), torch.cat([no_mask, aug.masks])
     k = num_classes(variant)
+    x = x.contiguous()
+    images_out = x.repeat(k, 1, 1, 1)  # every view starts as its original
+    masks_out = torch.zeros(k * B, 1, *size, dtype=torch.bool, device=x.device)
+    if implementation == "batched":
+        paste_into(images_out[B:], masks_out[B:], x, params)  # all augmented views in one call
+    else:
+        aug = paste(images_out[B:], params, kind=is_cutpaste, implementation="per_image")
+        images_out[B:], masks_out[B:] = aug.images, aug.masks
     labels = torch.arange(k, device=x.device).repeat_interleave(B)
     return ProxyBatch(images_out, labels, masks_out)
 

@@ -52,16 +52,20 @@ def test_batched_jitter_matches_torchvision_colorjitter_per_image():
     torch.testing.assert_close(ref[i], y, atol=0, rtol=0)
 
 
-def test_flat_pixel_jitter_uses_each_patch_mean_for_contrast():
-    x = textures(5, 6, 7, seed=2)
+@pytest.mark.parametrize("strategy", ["where", "subset"])
+def test_flat_pixel_jitter_uses_each_patch_mean_for_contrast(strategy):
+    x = textures(6, 6, 7, seed=2)
     factors, order = A.sample_jitter(
-        5, generator=gen(1), brightness=0.3, contrast=0.5, saturation=0.3, hue=0.2
+        6, generator=gen(1), brightness=0.3, contrast=0.5, saturation=0.3, hue=0.2
     )
+    factors[5] = torch.tensor([1.0, 1.0, 1.0, 0.0])  # identity factors leave an image unchanged
     pixels = x.permute(1, 0, 2, 3).reshape(3, -1, 1)  # all pixels of image 0, then image 1, ...
-    segment = torch.arange(5).repeat_interleave(6 * 7)
-    ours = A.jitter_pixels(pixels, segment, factors, order).reshape(3, 5, 6, 7).permute(1, 0, 2, 3)
-    ref = torch.stack([A.jitter_one(x[i], factors[i], order[i]) for i in range(5)])
+    segment = torch.arange(6).repeat_interleave(6 * 7)
+    out = A.jitter_pixels(pixels, segment, factors, order, strategy=strategy)
+    ours = out.reshape(3, 6, 6, 7).permute(1, 0, 2, 3)
+    ref = torch.stack([A.jitter_one(x[i], factors[i], order[i]) for i in range(6)])
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    assert torch.equal(ours[5], x[5])
 
 
 def test_jitter_order_matters_and_is_a_permutation():
