@@ -159,13 +159,13 @@ def sample_jitter(
             raise ValueError(f"{name} jitter must be >= 0, got {m}")
     if not 0 <= hue <= 0.5:
         raise ValueError(f"hue jitter must be in [0, 0.5], got {hue}")
-    dev = generator.device
-    low = torch.tensor(
-        [max(0.0, 1 - brightness), max(0.0, 1 - contrast), max(0.0, 1 - saturation), -hue],
-        device=dev,
+    low = (max(0.0, 1 - brightness), max(0.0, 1 - contrast), max(0.0, 1 - saturation), -hue)
+    high = (1 + brightness, 1 + contrast, 1 + saturation, hue)
+    u = _rand((batch, 4), generator)
+    # column by column with Python bounds: no small host-to-device copy (a sync on CUDA)
+    factors = torch.stack(
+        [lo + (hi - lo) * u[:, k] for k, (lo, hi) in enumerate(zip(low, high))], 1
     )
-    high = torch.tensor([1 + brightness, 1 + contrast, 1 + saturation, hue], device=dev)
-    factors = low + (high - low) * _rand((batch, 4), generator)
     order = _rand((batch, 4), generator).argsort(dim=1)
     return factors, order
 
@@ -346,7 +346,7 @@ def adjust_hue(x: Tensor, shift: Tensor | float) -> Tensor:
     )
     h = torch.fmod(h / 6.0 + 1.0, 1.0)
     h = (h + shift) % 1.0
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=x.device, dtype=x.dtype).view(3, 1, 1)  # 5, 3, 1
     k = (n + 6.0 * h.unsqueeze(-3)) % 6.0
     return maxc.unsqueeze(-3) - chroma.unsqueeze(-3) * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
@@ -376,16 +376,25 @@ def jitter_batched(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
     """
     out = x.clone()
     order_h, factors_h = order.tolist(), factors.tolist()  # one host sync for the whole batch
-    for step in range(4):
-        for op in range(4):
-            rows = [
-                i
-                for i, (o, f) in enumerate(zip(order_h, factors_h))
-                if o[step] == op and f[op] != _IDENTITY[op]
-            ]
-            if rows:
-                idx = torch.tensor(rows, device=x.device)
-                out[idx] = _op(op, out[idx], factors[idx, op].view(-1, 1, 1, 1))
+    groups = [
+        [
+            i
+            for i, (o, f) in enumerate(zip(order_h, factors_h))
+            if o[step] == op and f[op] != _IDENTITY[op]
+        ]
+        for step in range(4)
+        for op in range(4)
+    ]
+    # all index lists in one copy to the device (pinned and asynchronous on CUDA: no sync)
+    flat = torch.tensor([i for g in groups for i in g], dtype=torch.long)
+    flat = flat.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else flat.to(x.device)
+    start = 0
+    for k, g in enumerate(groups):
+        if g:
+            idx = flat[start : start + len(g)]
+            op = k % 4
+            out[idx] = _op(op, out[idx], factors[idx, op].view(-1, 1, 1, 1))
+            start += len(g)
     return out
 
 
@@ -430,11 +439,15 @@ def jitter_pixels(
     if strategy not in ("where", "subset"):
         raise ValueError(f"strategy must be 'auto', 'where' or 'subset', got {strategy!r}")
     B = factors.shape[0]
-    identity = torch.tensor(_IDENTITY, device=factors.device, dtype=factors.dtype)
-    applies = (factors != identity)[segment]  # (N, 4): the pixel's image really applies the op
+    applies = torch.stack([factors[:, k] != _IDENTITY[k] for k in range(4)], 1)[segment]  # (N, 4)
     f_pix = factors[segment].T.unsqueeze(-1)  # (4, N, 1)
     op_pix = order[segment]  # (N, 4)
-    active = [op for op, a in enumerate(applies.any(dim=0).tolist()) if a]
+    # skip ops no image applies (a host sync, so only for "subset", which syncs anyway)
+    active = (
+        range(4)
+        if strategy == "where"
+        else [op for op, a in enumerate(applies.any(0).tolist()) if a]
+    )
     for step in range(4):
         current = pixels
         for op in active:
