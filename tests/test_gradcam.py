@@ -525,6 +525,30 @@ def test_gradcam_maps_on_a_cutpaste_model_batches_consistently(trained):
         torch.testing.assert_close(logit.scores, model(normalize(test.images[:3])).logits[:, 2])
 
 
+def test_logit_target_on_a_cutpaste_model_matches_pytorch_grad_cam(trained):
+    pgc = pytest.importorskip("pytorch_grad_cam", reason="grad-cam (dev dependency) not installed")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from cutpaste_lib.data import normalize
+
+    class Logits(nn.Module):  # pytorch_grad_cam wants a model that returns the logits tensor
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x).logits
+
+    x = normalize(trained.test.images[:6])
+    ours = grad_cam(trained.model, x, logit_target(1), layer="layer3")
+    with pgc.GradCAM(
+        model=Logits(trained.model), target_layers=[trained.model.encoder.layer3]
+    ) as cam:
+        theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(1)] * 6)
+    assert int((ours.low_res.flatten(1) > 0).any(1).sum()) >= 3, "degenerate: all-zero maps"
+    np.testing.assert_allclose(minmax_per_image(ours.maps).numpy(), theirs, atol=2e-4)
+
+
 def _cli(argv, capsys):
     from cutpaste_lib.cli import main
 
@@ -567,3 +591,25 @@ def test_cli_clear_errors_write_nothing(synthetic_root, trained, tmp_path, capsy
     with pytest.raises(SystemExit) as info:
         _cli([*base, "--target", "logit:one"], capsys)
     assert info.value.code == 2 and "--target" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_autocast_matches_cpu():
+    """CUDA runs the forward pass in bf16 autocast with channels_last; maps stay close to fp32 CPU."""
+    torch.manual_seed(9)
+    model = TinyCutPaste(width=8)
+    _randomise_bn(model)
+    x = torch.randn(4, 3, 32, 32)
+    density = QuadraticDensity(8, dtype=torch.float32)
+    cpu = grad_cam(model, x, anomaly_score_target(density), layer="layer4")
+    density.mean, density.precision = density.mean.cuda(), density.precision.cuda()
+    model = model.cuda()
+    xc = x.cuda().contiguous(memory_format=torch.channels_last)
+    exact = grad_cam(model, xc, anomaly_score_target(density), layer="layer4", amp=False)
+    torch.testing.assert_close(exact.maps.cpu(), cpu.maps, rtol=1e-3, atol=1e-5)
+    bf16 = grad_cam(model, xc, anomaly_score_target(density), layer="layer4")
+    assert bf16.maps.dtype == torch.float32 and bf16.maps.device.type == "cuda"
+    # bf16 has ~3 significant digits: compare the maps' shapes, not their last bits
+    corr = torch.corrcoef(torch.stack([bf16.maps.cpu().flatten(), cpu.maps.flatten()]))[0, 1]
+    assert corr > 0.98
+    torch.testing.assert_close(bf16.scores.cpu(), cpu.scores, rtol=5e-2, atol=1e-3)
