@@ -19,6 +19,16 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = ["plot_covariance_spectrum", "plot_roc", "plot_score_histograms", "plot_tsne"]
 
+GOOD_COLOR = "tab:green"
+DEFECT_COLORS = (
+    "tab:red",
+    "tab:orange",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+)
 TSNE_COLORS = {
     "train": "tab:blue",
     "test good": "tab:green",
@@ -62,28 +72,25 @@ def plot_score_histograms(
     s, y = _np(scores), _np(labels).astype(int)
     fig = ax.figure if ax is not None else plt.subplots(figsize=(6, 3.6))[1].figure
     ax = ax if ax is not None else fig.axes[0]
-    edges = np.histogram_bin_edges(s, bins=bins)
+    # Mahalanobis scores are heavy-tailed: log-spaced bins when they span more than ~1.5 decades.
+    log = bool(s.min() > 0 and s.max() / s.min() > 30)
+    edges = (
+        np.geomspace(s.min(), s.max(), bins + 1) if log else np.histogram_bin_edges(s, bins=bins)
+    )
     ax.hist(
-        s[y == 0], bins=edges, alpha=0.6, color="tab:green", label=f"good ({int((y == 0).sum())})"
+        s[y == 0], bins=edges, alpha=0.55, color=GOOD_COLOR, label=f"good ({int((y == 0).sum())})"
     )
     if defects is None:
-        ax.hist(
-            s[y != 0],
-            bins=edges,
-            alpha=0.6,
-            color="tab:red",
-            label=f"defective ({int((y != 0).sum())})",
-        )
+        ax.hist(s[y != 0], bins=edges, alpha=0.6, color=DEFECT_COLORS[0],
+                label=f"defective ({int((y != 0).sum())})")  # fmt: skip
     else:
         names = sorted({d for d, lab in zip(defects, y) if lab != 0})
         groups = [s[np.array([d == n for d in defects])] for n in names]
-        ax.hist(
-            groups,
-            bins=edges,
-            stacked=True,
-            alpha=0.7,
-            label=[f"{n} ({len(g)})" for n, g in zip(names, groups)],
-        )
+        colors = [DEFECT_COLORS[i % len(DEFECT_COLORS)] for i in range(len(names))]
+        ax.hist(groups, bins=edges, stacked=True, alpha=0.75, color=colors,
+                label=[f"{n} ({len(g)})" for n, g in zip(names, groups)])  # fmt: skip
+    if log:
+        ax.set_xscale("log")
     ax.set(xlabel="score (higher = more anomalous)", ylabel="images", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
