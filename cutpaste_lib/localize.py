@@ -569,22 +569,29 @@ def _fit_shared(
     stride: int,
     max_patches: int,
     device: torch.device,
+    keep_bytes: int = 256 * 2**20,
 ) -> tuple[GaussianDensity, Tensor]:
     """One Gaussian over all patches of all images, from streamed moments (two passes over the images).
 
     Pass 1 accumulates the moments of each fold (even / odd images) separately; their sum gives
     the Gaussian over all images. Pass 2 scores each image with the other fold's Gaussian, for
-    the cross-fitted training scores (N, gh, gw).
+    the cross-fitted training scores (N, gh, gw). Pass 2 reuses pass 1's features when they
+    take at most ``keep_bytes`` (at 512-d), else encodes the images again.
     """
     kw = dict(patch_size=patch_size, stride=stride, max_patches=max_patches, device=device)
-    folds = [_StreamingMoments(), _StreamingMoments()]
+    grid = PatchGrid(tuple(images.shape[-2:]), patch_size, stride)
+    # keep the features for pass 2 when they are small (e.g. fast mode), else encode again
+    keep = images.shape[0] * grid.num_locations * 512 * 4 <= keep_bytes
+    folds, kept = [_StreamingMoments(), _StreamingMoments()], []
     for start, feats in iter_dense_features(model, images, **kw):
         f = l2_normalize(feats.double())
         for k in range(f.shape[0]):
             folds[(start + k) % 2].update(f[k])
+        if keep:
+            kept.append((start, feats))
     fold_densities = [_gaussian(*m.finalize()) for m in folds]
     train_scores = []
-    for start, feats in iter_dense_features(model, images, **kw):
+    for start, feats in kept if keep else iter_dense_features(model, images, **kw):
         for k in range(feats.shape[0]):
             other = fold_densities[1 - (start + k) % 2]
             train_scores.append(other.score(feats[k : k + 1]).float().cpu())

@@ -14,6 +14,7 @@ from cutpaste_lib.data import ImageCache, normalize
 from cutpaste_lib.density import ProvenanceError, cholesky, l2_normalize, ledoit_wolf, mahalanobis
 from cutpaste_lib.localize import (
     PatchGrid,
+    _fit_shared,
     _StreamingMoments,
     dense_features,
     extract_patches,
@@ -145,6 +146,15 @@ def test_patch_gaussians_equal_independent_fits_per_location_and_shared():
     shared = fit_patch_density(enc, images, patch_size=8, stride=4, mode="shared", max_patches=5)
     cov, _ = ledoit_wolf(feats.reshape(-1, 10))
     torch.testing.assert_close(shared.density.covariance, cov, atol=1e-9, rtol=1e-7)
+
+
+def test_shared_fit_reencoding_equals_keeping_features():
+    enc, images = StandIn(), _noise_images(5, 16, seed=2)
+    kw = dict(patch_size=8, stride=4, max_patches=7, device=torch.device("cpu"))
+    kept_density, kept_scores = _fit_shared(enc, images, **kw)
+    again_density, again_scores = _fit_shared(enc, images, keep_bytes=0, **kw)  # two encodings
+    torch.testing.assert_close(kept_scores, again_scores)
+    torch.testing.assert_close(kept_density.cholesky_factor, again_density.cholesky_factor)
 
 
 def test_training_scale_is_cross_fitted():
