@@ -103,6 +103,7 @@ def extract_features(
         device: where to run; default the model's device. CUDA runs in bf16 autocast with channels_last.
 
     The model runs in eval mode under ``torch.inference_mode`` and is returned to its previous mode.
+    If ``device`` differs from the model's device the model is moved there (in place, like ``.to``).
     """
     from cutpaste_lib.data import normalize
 
