@@ -10,7 +10,9 @@ One parameter sampler (:func:`sample_cutpaste_params`, :func:`sample_scar_params
 * ``implementation="per_image"``: readable, one image at a time, slicing plus
   ``torchvision.transforms.functional`` colour jitter. This is the version to read.
 * ``implementation="batched"`` (default): the whole batch at once with index arithmetic
-  (gather/scatter on flat pixel indices) and a batched colour jitter; this is what training uses.
+  (gather/scatter on flat pixel indices, all augmented views of a step in one call) and a
+  batched colour jitter; no loop over images or pixels, four host syncs per batch. This is
+  what training uses.
 
 Geometry of a paste. A rectangle of ``height`` x ``width`` pixels (rows x columns) is read at
 the source centre and written, rotated by ``angle`` degrees (counter-clockwise as displayed),
@@ -28,10 +30,14 @@ Choices where the paper is silent (repeated in the notebook):
 * Colour jitter follows ``torchvision.transforms.ColorJitter(0.1, 0.1, 0.1, 0.1)`` (factors
   U(0.9, 1.1), hue shift U(-0.1, 0.1), random order per image). The contrast reference mean is
   the mean grey level of the pasted pixels (for CutPaste exactly the cut patch).
+* Scar width and length are continuous (the rotated rectangle is rasterised by pixel centres);
+  the unrotated strip is upright (length along rows), as in the authors' sister code, and the
+  width range (2-16) overlaps the length range (10-25), so some "scars" are almost square.
 * Scar sizes are pixels of the 256 x 256 working image (``reference_size=256``). At another
   resolution they are scaled by ``sqrt(H * W) / 256`` (our choice, so fast-mode 64 px images get
   proportionally small scars), with at least 1 px width and length. In patch mode the scale
-  comes from the full image, not the crop: a 64 px crop of a 256 px image keeps 256-px scars.
+  comes from the full image, not the crop: a 64 px crop of a 256 px image keeps 256-px scars,
+  while the CutPaste area ratio refers to the crop (the paper: CutPaste inside the crop).
 * Whole-image augmentation (:class:`WholeImageAug`, "random translation and color jitters",
   magnitudes unspecified in the paper): shift up to 1/16 of each side with reflection padding,
   brightness/contrast/saturation 0.1, no hue. It is drawn once per original image and shared by
@@ -542,7 +548,8 @@ def paste_into(out: Tensor, masks: Tensor, images: Tensor, p: PasteParams) -> No
     B, C, H, W = images.shape
     if M == 0:
         return
-    if out.shape != (M, C, H, W) or masks.shape != (M, 1, H, W) or not out.is_contiguous():
+    shapes_ok = out.shape == (M, C, H, W) and masks.shape == (M, 1, H, W)
+    if not (shapes_ok and out.is_contiguous() and masks.is_contiguous()):
         raise ValueError(f"out/masks must be contiguous ({M}, {C}, {H}, {W}) / ({M}, 1, {H}, {W})")
     dev = images.device
     theta = torch.deg2rad(p.angle)
