@@ -362,3 +362,35 @@ def test_cuda_batch_is_reproducible_and_matches_cpu_for_the_same_parameters():
     both = (gpu_masks & cpu.masks).expand(-1, 3, -1, -1)
     differ = (gpu.images.cpu() - cpu.images).abs()[both] > 1e-4
     assert differ.float().mean() < 1e-2
+
+
+# ====== figures ======
+
+
+def test_specified_densities_integrate_to_one_and_match_the_cdfs():
+    from cutpaste_lib.viz.augment import loguniform_density, two_interval_density
+
+    a = np.linspace(0.25, 3.5, 40001)
+    for density, cdf in (
+        (loguniform_density, loguniform_cdf(0.3, 3.3)),
+        (two_interval_density, two_interval_cdf(0.3, 3.3)),
+    ):
+        values = density(a)
+        assert abs(np.trapezoid(values, a) - 1) < 1e-3
+        mid = a <= 2.0
+        assert abs(np.trapezoid(values[mid], a[mid]) - cdf(2.0)) < 1e-3
+
+
+def test_proxy_grid_has_one_row_per_view_and_mask():
+    from cutpaste_lib.viz.augment import plot_proxy_batch
+
+    batch = A.make_proxy_batch(textures(3, 16, 16), "3way", generator=gen(0))
+    fig = plot_proxy_batch(batch, n=2)
+    assert len(fig.axes) == (3 + 2) * 2  # normal, CutPaste + mask, Scar + mask; 2 columns
+    assert [fig.axes[2 * r].get_ylabel() for r in range(5)] == [
+        "normal",
+        "CutPaste",
+        "CutPaste mask",
+        "Scar",
+        "Scar mask",
+    ]
