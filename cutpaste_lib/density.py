@@ -49,6 +49,7 @@ __all__ = [
     "GaussianKDE",
     "NonFiniteFeaturesError",
     "ProvenanceError",
+    "SingularCovarianceError",
     "check_finite",
     "cholesky",
     "empirical_covariance",
@@ -69,6 +70,10 @@ _TRAIN_STATS_ROWS = 4096
 
 class NonFiniteFeaturesError(CutPasteError, ValueError):
     """Features contain NaN or inf (usually a diverged or corrupt model)."""
+
+
+class SingularCovarianceError(CutPasteError, ValueError):
+    """The covariance cannot be factored (not positive definite): choose a regularised estimator."""
 
 
 class ProvenanceError(CutPasteError, ValueError):
@@ -172,7 +177,7 @@ def cholesky(covariance: Tensor) -> Tensor:
     """Lower Cholesky factor ``L`` (..., D, D) of ``covariance``; a clear error when it is not positive definite."""
     factor, info = torch.linalg.cholesky_ex(covariance)
     if bool((info > 0).any()):
-        raise ValueError(
+        raise SingularCovarianceError(
             "the covariance is singular or not positive definite (fewer images than feature dimensions, "
             "or constant features): use the 'ledoit_wolf' or 'ridge' covariance instead of 'empirical'"
         )

@@ -37,6 +37,7 @@ from cutpaste_lib.density import (
     l2_normalize,
     make_density,
 )
+from cutpaste_lib.errors import DatasetError
 
 __all__ = [
     "EvaluationResult",
@@ -231,7 +232,9 @@ def evaluate_embeddings(
     check_finite(train.features, "train embeddings")
     check_finite(test.features, "test embeddings")
     if bool((test.labels == 0).all()) or bool((test.labels != 0).all()):
-        raise ValueError("the test split needs both good and defective images to compute an AUROC")
+        raise DatasetError(
+            f"the {test.category or 'test'} test split needs both good and defective images to compute an AUROC"
+        )
     estimator = make_density(density, **density_kwargs).fit(train)
     scores = estimator.score(test).cpu()
     settings = {"method": density, **estimator.config()}

@@ -14,6 +14,7 @@ from cutpaste_lib.density import (
     GaussianKDE,
     NonFiniteFeaturesError,
     ProvenanceError,
+    SingularCovarianceError,
     cholesky,
     empirical_covariance,
     ensemble_scores,
@@ -104,7 +105,7 @@ def test_fewer_images_than_dimensions():
     assert torch.isfinite(lw.score(y)).all()
     ridge = GaussianDensity("ridge", ridge=1e-3).fit(Embeddings.clean_train(x))
     assert torch.isfinite(ridge.score(y)).all()
-    with pytest.raises(ValueError, match="ledoit_wolf"):
+    with pytest.raises(SingularCovarianceError, match="ledoit_wolf"):
         GaussianDensity("empirical").fit(Embeddings.clean_train(x))
 
 

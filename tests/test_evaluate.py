@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from cutpaste_lib.density import Embeddings, ProvenanceError, l2_normalize
+from cutpaste_lib.errors import DatasetError
 from cutpaste_lib.evaluate import (
     evaluate_embeddings,
     extract_features,
@@ -131,6 +132,9 @@ def test_evaluate_embeddings_refuses_swapped_splits():
     train, test = _toy_embeddings()
     with pytest.raises(ProvenanceError):
         evaluate_embeddings(test, test)
+    good_only = Embeddings(test.features[:10], test.labels[:10], test.defects[:10], "test", "toy")
+    with pytest.raises(DatasetError, match="both good and defective"):
+        evaluate_embeddings(train, good_only)
 
 
 def test_tsne_separates_distant_clusters():
