@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("per_image", timed(batch("per_image"), device, max(1, repeats // 2))))
     step_ms = None
     if not args.no_step:
-        step_ms = timed(training_step(k * originals, size, device), device, repeats, warmup=2)
+        # CPU steps are slow: one warm-up and one timed step are enough to see the ratio
+        cpu = device.type == "cpu"
+        step = training_step(k * originals, size, device)
+        step_ms = timed(step, device, 1 if cpu else repeats, warmup=1 if cpu else 3)
 
     name = (
         torch.cuda.get_device_name(device)
