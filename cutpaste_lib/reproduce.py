@@ -42,6 +42,7 @@ import datetime as _dt
 import hashlib
 import math
 import os
+import pickle
 import platform
 import subprocess
 import time
@@ -735,6 +736,13 @@ def run_grid(
         jobs = select_shard(jobs, *shard)
     devices = plan_workers(device, workers)
     job = job or train_evaluate_job
+    if len(devices) > 1:
+        try:
+            pickle.dumps(job)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            raise ValueError(
+                f"job {job!r} cannot be sent to worker processes ({exc}): use a top-level function"
+            ) from None
 
     csv_path = results_csv_path(out_dir, shard)
     kind_of_data = data_kind(root, categories)
@@ -837,13 +845,16 @@ def _make_row(spec, result, fixed, seconds, dev, commit, csv_dir) -> dict:
 _WORKER_DEVICE: str | None = None
 
 
-def _init_worker(device_queue) -> None:
+def _init_worker(device_queue, n_workers: int) -> None:
+    """Runs once in each worker process: take one device; CPU workers share the cores."""
+    import torch
+
     global _WORKER_DEVICE
     _WORKER_DEVICE = device_queue.get()
     if _WORKER_DEVICE.startswith("cuda"):
-        import torch
-
         torch.cuda.set_device(torch.device(_WORKER_DEVICE))
+    else:  # n processes x all-core thread pools would oversubscribe the CPU
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
 
 
 def _run_one(job: JobFn, spec: JobSpec) -> tuple[dict | None, str | None, float, str]:
@@ -860,7 +871,7 @@ def _run_one(job: JobFn, spec: JobSpec) -> tuple[dict | None, str | None, float,
 
 
 def _execute(specs, job, devices, on_done, *, total, initial, progress) -> list[tuple[str, str]]:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bar: works in a terminal, a log file and a notebook
 
     failures: list[tuple[str, str]] = []
     bar = tqdm(
@@ -903,7 +914,10 @@ def _execute(specs, job, devices, on_done, *, total, initial, progress) -> list[
             for d in devices:
                 queue.put(d)
             with ProcessPoolExecutor(
-                len(devices), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+                len(devices),
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(queue, len(devices)),
             ) as pool:
                 futures = {pool.submit(_run_one, job, s): s for s in specs}
                 try:

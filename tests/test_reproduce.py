@@ -330,6 +330,30 @@ def test_two_worker_processes_give_the_same_rows_as_one(tmp_path):
     assert a == b and len(a) == 4
 
 
+def test_plan_workers_one_process_per_visible_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(
+        reproduce.config,
+        "resolve_device",
+        lambda d: torch.device("cuda" if d in (None, "auto") else d),
+    )
+    assert reproduce.plan_workers("auto", None) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert reproduce.plan_workers("cuda", 2) == ["cuda:0", "cuda:1"]
+    assert reproduce.plan_workers("cuda:3", None) == ["cuda:3"]  # an explicit GPU: in-process
+
+
+@pytest.mark.gpu
+def test_plan_workers_on_this_gpu_machine():
+    import torch
+
+    n = torch.cuda.device_count()
+    assert reproduce.plan_workers("auto", None) == (
+        [f"cuda:{i}" for i in range(n)] if n > 1 else ["cuda"]
+    )
+
+
 def test_plan_workers_on_cpu():
     assert reproduce.plan_workers("cpu", None) == ["cpu"]
     assert reproduce.plan_workers("cpu", 3) == ["cpu", "cpu", "cpu"]

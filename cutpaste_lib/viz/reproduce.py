@@ -23,6 +23,7 @@ from cutpaste_lib import paper
 from cutpaste_lib.reproduce import Stat, summarize
 from cutpaste_lib.viz import common  # noqa: F401  (picks a headless backend when needed)
 
+_LABELS = {"image_auroc": "image AUROC (%)", "pixel_auroc": "pixel AUROC (%)", "aupro": "AUPRO (%)"}
 _TITLES = {"cutpaste": "CutPaste", "scar": "Scar", "union": "Union", "3way": "3-way"}
 
 
@@ -30,6 +31,11 @@ def _order(categories: set[str]) -> list[str]:
     return [c for c in paper.CATEGORIES if c in categories] + sorted(
         categories - set(paper.CATEGORIES)
     )
+
+
+def _seed_range(stats: Sequence[Stat]) -> str:
+    low, high = min(s.n for s in stats), max(s.n for s in stats)
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def plot_ours_vs_paper(
@@ -74,7 +80,7 @@ def plot_ours_vs_paper(
         yerr=[s.se or 0.0 for s in ours],
         capsize=3,
         color="tab:blue",
-        label=f"ours (n={min(s.n for s in ours)}-{max(s.n for s in ours)} seeds)",
+        label=f"ours (n={_seed_range(ours)} seeds)",
     )
     if has_paper:
         ax.bar(
@@ -85,12 +91,7 @@ def plot_ours_vs_paper(
             label="paper (MVTec AD)",
         )
     ax.set_xticks(x, cats, rotation=45, ha="right")
-    label = {
-        "image_auroc": "image AUROC (%)",
-        "pixel_auroc": "pixel AUROC (%)",
-        "aupro": "AUPRO (%)",
-    }
-    ax.set_ylabel(label.get(metric, metric))
+    ax.set_ylabel(_LABELS.get(metric, metric))
     low = min([s.mean - (s.se or 0) for s in ours] + [t for t in theirs if t is not None])
     ax.set_ylim(max(0.0, min(50.0, low - 5)), 101)
     ax.axhline(50, color="k", lw=0.6, ls=":")
@@ -122,7 +123,7 @@ def plot_seed_spread(
             ys += vals
         ax.scatter(xs, ys, s=14, label=_TITLES.get(v, v))
     ax.set_xticks(np.arange(len(cats)), cats, rotation=45, ha="right")
-    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    ax.set_ylabel(_LABELS.get(metric, metric))
     ax.set_title("spread over seeds (one dot per trained model)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
