@@ -32,7 +32,8 @@ Choices where the paper is silent or ambiguous (repeated in notebook 04):
   Fitting is chunked over locations (``location_chunk``) so only that many float64 covariances
   exist at a time; the shared Gaussian is fitted from streamed moments, so the training features
   are never all held in memory.
-* heatmaps are shown on a scale fixed by **training** maps (mean, standard deviation, maximum),
+* heatmaps are shown on a scale fixed by **training** maps (mean, standard deviation, 99.9th
+  percentile),
   never by the test image itself. The training maps are **cross-fitted**: even-indexed images are
   scored by a Gaussian fitted on the odd ones and vice versa. In-sample scores would be useless
   here: a per-location Gaussian fitted on N < 512 images gives its own images distances far
@@ -54,6 +55,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -403,7 +405,8 @@ class HeatmapScale:
 
     Attributes:
         mean, std: mean and standard deviation of all training-map pixels.
-        high: the largest standardised training pixel (upper end of the colour scale).
+        high: the 99.9th percentile of the standardised training pixels (top of the colour
+            scale; the maximum would let one outlier flatten every heatmap).
         image_mean, image_std: mean and standard deviation of training image scores (max of grid).
     """
 
@@ -417,7 +420,8 @@ class HeatmapScale:
     def from_training(cls, train_maps: Tensor, train_image_scores: Tensor) -> HeatmapScale:
         maps = train_maps.double()
         mean, std = float(maps.mean()), float(maps.std().clamp_min(1e-12))
-        high = max(float((maps.max() - mean) / std), 1.0)
+        top = float(np.quantile(train_maps.float().cpu().numpy(), 0.999))
+        high = max((top - mean) / std, 1.0)
         img = train_image_scores.double()
         image_std = float(img.std().clamp_min(1e-12)) if img.numel() > 1 else 1.0
         return cls(mean, std, high, float(img.mean()), image_std)

@@ -1,7 +1,7 @@
 """Localization figures: heatmap overlays on a fixed training scale, a gallery per defect type, pixel curves.
 
 Heatmaps are always drawn on the scale of the **training** maps (:class:`~cutpaste_lib.localize.HeatmapScale`:
-``(map - train mean) / train std`` from 0 to the largest training value), never stretched per
+``(map - train mean) / train std`` from 0 to the 99.9th percentile of training pixels), never stretched per
 image: a clean image then looks calm and a defect stands out, and two images can be compared.
 Values above the top of the scale saturate (the colour bar's arrow).
 
