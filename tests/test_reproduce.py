@@ -634,3 +634,34 @@ def test_real_train_evaluate_localize_job_end_to_end(synthetic_root, tmp_path):
     before = res.csv.read_bytes()
     again = reproduce.run_grid(synthetic_root, out, variants=["3way"], seeds=[0, 1], **kw)
     assert again.ran == 0 and res.csv.read_bytes() == before
+
+
+def test_union_table5_only_compares_whole_groups():
+    rows = [r for c in reproduce.paper.TEXTURES for r in _rows(c, "union", [0.95, 0.97])]
+    rows += _rows("screw", "union", [0.90, 0.92], kind="object")
+    md = reproduce.format_tables(rows).split("## Table 5")[1]
+    assert _cells(md, "texture mean") == [
+        "texture mean",
+        "96.0 ± 0.4",
+        "97.3",
+        "-1.3",
+    ]  # se: sqrt(5 * 1.0**2) / 5
+    assert _cells(md, "object mean")[2:] == [
+        "—",
+        "—",
+    ]  # one object of ten: the paper's 92.8 does not apply
+    assert _cells(md, "all mean")[2:] == ["—", "—"]
+
+
+def test_figure_draws_paper_bars_only_for_mvtec_results():
+    from cutpaste_lib.viz.reproduce import plot_ours_vs_paper
+
+    rows = _rows("screw", "3way", [0.80, 0.84], kind="object") + _rows("carpet", "3way", [0.9, 0.9])
+    fig = plot_ours_vs_paper(rows, variant="3way")
+    heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
+    assert heights == sorted(
+        [82.0, 90.0, 86.3, 93.1]
+    )  # ours (means) and the paper's Table 1 values
+    synthetic = [dict(r, data_kind="synthetic") for r in rows]
+    fig = plot_ours_vs_paper(synthetic, variant="3way")
+    assert sorted(round(p.get_height(), 6) for p in fig.axes[0].patches) == [82.0, 90.0]
