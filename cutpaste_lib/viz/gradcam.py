@@ -132,7 +132,10 @@ def gradcam_gallery(
     tops.update(vmax or {})
     cols = 1 + len(arrays)
     fig, axes = plt.subplots(
-        len(idx), cols, figsize=(panel_size * cols + 0.6, panel_size * len(idx)), squeeze=False
+        len(idx),
+        cols,
+        figsize=(panel_size * cols + 0.6, (panel_size + 0.25) * len(idx)),
+        squeeze=False,
     )
     for row, i in enumerate(idx):
         ax = axes[row]
@@ -146,7 +149,7 @@ def gradcam_gallery(
         for col, (name, arr) in enumerate(arrays.items(), start=1):
             top = float(arr[i].max()) if per_image else tops[name]
             ax[col].imshow(overlay_image(images[i], arr[i], vmax=top, alpha=alpha, cmap=cmap))
-            ax[col].set_title(f"{name} (max {float(arr[i].max()):.3g})", fontsize=8)
+            ax[col].set_title(f"{name}\nmax {float(arr[i].max()):.3g}", fontsize=8)
         for a in ax:
             a.set_axis_off()
     if not per_image:
