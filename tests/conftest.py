@@ -10,10 +10,22 @@ import torch
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op torch thread per test: on 2 cores, spinning threads that compete with another
+    process run many times slower than one (measured on the shared development machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs CUDA: no GPU on this machine (run on a GPU to exercise it)")
+    skip = pytest.mark.skip(
+        reason="needs CUDA: no GPU on this machine (run on a GPU to exercise it)"
+    )
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
@@ -35,5 +47,7 @@ def bsdata_root():
 
     root = shared_dataset("bsdata")
     if root is None:
-        pytest.skip("real dataset bsdata not found: set CUTPASTE_BSDATA or place ../shared/datasets/bsdata")
+        pytest.skip(
+            "real dataset bsdata not found: set CUTPASTE_BSDATA or place ../shared/datasets/bsdata"
+        )
     return root

@@ -23,15 +23,6 @@ from cutpaste_lib.evaluate import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a small shared CPU, two threads contend and run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TinyEncoder(nn.Module):
     """Conv + BatchNorm (so eval vs train mode matters) + global average pool."""
 
