@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +37,7 @@ from cutpaste_lib.density import (
     make_density,
 )
 from cutpaste_lib.errors import DatasetError
+from cutpaste_lib.model import eval_mode
 
 __all__ = [
     "EvaluationResult",
@@ -79,17 +79,6 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    """Eval mode (batch-norm running statistics) for the duration, then the caller's mode back."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def extract_features(
     model: nn.Module, images, *, batch_size: int = 64, device: str | torch.device | None = None
 ) -> Tensor:
@@ -117,7 +106,7 @@ def extract_features(
     fn = _feature_fn(model)
     cuda = device.type == "cuda"
     out = []
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for start in range(0, data.shape[0], batch_size):
             x = normalize(data[start : start + batch_size].to(device, non_blocking=True))
             if cuda:

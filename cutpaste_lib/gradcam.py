@@ -37,7 +37,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cutpaste_lib.errors import CutPasteError
+from cutpaste_lib.model import eval_mode
 
 Target = Callable[[Any], torch.Tensor]
 """Maps the model's output (a tensor or a ``ModelOutput``) to one scalar per image, shape ``(B,)``."""
@@ -208,18 +209,6 @@ def parse_target(spec: str, density: Any | None = None) -> Target:
 # ---------------------------------------------------------------- the computation
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration (BatchNorm on running stats), the previous mode restored after."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-
-
 class _Capture:
     """Forward hook that swaps the layer's output for a fresh leaf we can differentiate against.
 
@@ -277,7 +266,7 @@ def grad_cam(
     capture = _Capture()
     handle = module.register_forward_hook(capture)
     try:
-        with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
             autocast = (
                 torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
                 if amp

@@ -50,7 +50,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -61,6 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cutpaste_lib.density import GaussianDensity, cholesky, l2_normalize, ledoit_wolf, mahalanobis
+from cutpaste_lib.model import eval_mode
 
 __all__ = [
     "DensityMode",
@@ -140,17 +140,6 @@ def _encoder_of(model: nn.Module) -> nn.Module:
     return model.encoder if hasattr(model, "encoder") else model
 
 
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    # BatchNorm must use its running statistics; restore the caller's mode afterwards.
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
 def _encode(encoder: nn.Module, patches: Tensor, max_patches: int) -> Tensor:
     """Pooled features (B, D) float32 of normalised patches (B, C, p, p), ``max_patches`` per pass."""
     cuda = patches.device.type == "cuda"
@@ -206,7 +195,7 @@ def iter_dense_features(
     gh, gw = grid.shape
     per_chunk = max(1, max_patches // grid.num_locations)
     encoder = _encoder_of(model)
-    with _eval_mode(encoder), torch.inference_mode():
+    with eval_mode(encoder), torch.inference_mode():
         for start in range(0, images.shape[0], per_chunk):
             x = _normalize(images[start : start + per_chunk].to(device))
             patches = extract_patches(x, patch_size, stride).reshape(-1, 3, patch_size, patch_size)
@@ -521,7 +510,7 @@ def _fit_per_location(
     rows = torch.arange(gh, device=device).repeat_interleave(gw)
     cols = torch.arange(gw, device=device).repeat(gh)
     means, factors, shrinks, train_scores = [], [], [], []
-    with _eval_mode(encoder), torch.inference_mode():
+    with eval_mode(encoder), torch.inference_mode():
         for k in range(0, grid.num_locations, location_chunk):
             r, c = rows[k : k + location_chunk], cols[k : k + location_chunk]
             patches = view[:, r, c]  # (N, L, 3, p, p): only this chunk is materialised

@@ -28,7 +28,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +40,29 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cutpaste_lib.errors import CheckpointError, WeightsUnavailableError
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the duration (BatchNorm on running statistics), then every submodule's own
+    mode back: a model with frozen batch-norm layers inside a training model keeps them frozen.
+
+    Example:
+        >>> m = nn.Sequential(nn.BatchNorm1d(2)).train()
+        >>> with eval_mode(m):
+        ...     m.training
+        False
+        >>> m.training
+        True
+    """
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
 
 EXAMPLE_ENCODERS = ("resnet18", "resnet50", "wide_resnet50_2", "efficientnet_b4", "convnext_tiny")
 """Names to suggest in error messages; any torchvision classification model works."""

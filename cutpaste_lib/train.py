@@ -64,7 +64,7 @@ from cutpaste_lib.augment import VARIANTS, make_proxy_batch, num_classes, views_
 from cutpaste_lib.config import resolve_device
 from cutpaste_lib.data import ImageCache, normalize
 from cutpaste_lib.errors import CheckpointError, TrainingDivergedError
-from cutpaste_lib.model import CutPasteModel, build_model, check_encoder_name
+from cutpaste_lib.model import CutPasteModel, build_model, check_encoder_name, eval_mode
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
@@ -612,18 +612,16 @@ def proxy_confusion(
     Returns an int64 (C, C) array, C = ``num_classes(variant)``.
     """
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     generator = torch.Generator(device=dev)
     generator.manual_seed(seed)
     images = cache.images.to(dev)
     c = num_classes(variant)
     matrix = torch.zeros(c * c, dtype=torch.long, device=dev)
-    for _ in range(batches):
-        originals = sample_originals(images, batch_size, generator=generator)
-        batch = make_proxy_batch(originals, variant, generator=generator, patch_size=patch_size)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            predicted = model(normalize(batch.images)).logits.argmax(dim=1)
-        matrix += torch.bincount(batch.labels * c + predicted, minlength=c * c)
-    model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for _ in range(batches):
+            originals = sample_originals(images, batch_size, generator=generator)
+            batch = make_proxy_batch(originals, variant, generator=generator, patch_size=patch_size)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                predicted = model(normalize(batch.images)).logits.argmax(dim=1)
+            matrix += torch.bincount(batch.labels * c + predicted, minlength=c * c)
     return matrix.view(c, c).cpu().numpy()

@@ -176,3 +176,18 @@ def test_freeze_encoder_stops_gradients_and_bn_statistics():
     assert model.encoder.conv1.weight.grad is not None
     assert model.encoder.bn1.weight.grad is None and model.encoder.bn1.bias.grad is None
     assert torch.equal(model.encoder.bn1.running_mean, stats)
+
+
+def test_eval_mode_restores_every_submodule_mode():
+    from cutpaste_lib.model import eval_mode
+
+    model = CutPasteModel(num_classes=3).train()
+    model.freeze_encoder_batchnorm()  # transfer protocol: BN layers stay in eval inside a training model
+    before = {name: m.training for name, m in model.named_modules()}
+    assert not all(before.values()) and any(before.values())
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert {name: m.training for name, m in model.named_modules()} == before
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("modes are restored on errors too")
+    assert {name: m.training for name, m in model.named_modules()} == before
