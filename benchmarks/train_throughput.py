@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="originals per step")
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--cache-images", type=int, default=256, help="images in the uint8 cache")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model and the augmentation")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     args = parser.parse_args(argv)
     try:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     blocks = 3 if args.quick else 5
 
     config = TrainConfig(variant=args.variant, encoder=args.encoder, batch_size=originals,
-                         image_size=size, device=str(device))  # fmt: skip
+                         image_size=size, device=str(device), compile=args.compile)  # fmt: skip
     torch.manual_seed(0)
     model = CutPasteModel(encoder=args.encoder, num_classes=config.num_classes)
     model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format).train()

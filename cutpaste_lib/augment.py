@@ -11,8 +11,10 @@ One parameter sampler (:func:`sample_cutpaste_params`, :func:`sample_scar_params
   ``torchvision.transforms.functional`` colour jitter. This is the version to read.
 * ``implementation="batched"`` (default): the whole batch at once with index arithmetic
   (gather/scatter on flat pixel indices, all augmented views of a step in one call) and a
-  batched colour jitter; no loop over images or pixels, four host syncs per batch. This is
-  what training uses.
+  branch-free batched colour jitter. Every tensor has a shape fixed by the sampling ranges
+  (:func:`paste_window_bound`), so there is no loop over images or pixels and no host sync:
+  on a GPU the CPU queues the next batch while the previous training step still runs. This
+  is what training uses.
 
 Geometry of a paste. A rectangle of ``height`` x ``width`` pixels (rows x columns) is read at
 the source centre and written, rotated by ``angle`` degrees (counter-clockwise as displayed),
@@ -57,6 +59,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -76,6 +79,11 @@ REFERENCE_SIZE = 256
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 _IDENTITY = (1.0, 1.0, 1.0, 0.0)  # the factor of each op that leaves the image unchanged
 _MAX_TRIES = 10  # RandomErasing's number of attempts before it gives up
+CUTPASTE_AREA = (0.02, 0.15)  # paper A.2: patch area as a fraction of the image
+CUTPASTE_ASPECT = (0.3, 3.3)  # width / height
+SCAR_WIDTH = (2, 16)  # pixels of a 256 px image
+SCAR_LENGTH = (10, 25)
+SCAR_ROTATION = (-45, 45)  # degrees
 
 
 class Augmented(NamedTuple):
@@ -180,7 +188,7 @@ def sample_aspect(
     shape: tuple[int, ...],
     *,
     generator: torch.Generator,
-    aspect_ratio: tuple[float, float] = (0.3, 3.3),
+    aspect_ratio: tuple[float, float] = CUTPASTE_ASPECT,
     aspect_sampling: AspectSampling = "log_uniform",
 ) -> Tensor:
     """Aspect ratios (width / height): log-uniform, or uniform in (lo, 1) or (1, hi) with p = 1/2."""
@@ -207,8 +215,8 @@ def sample_cutpaste_params(
     size: tuple[int, int],
     *,
     generator: torch.Generator,
-    area_ratio: tuple[float, float] = (0.02, 0.15),
-    aspect_ratio: tuple[float, float] = (0.3, 3.3),
+    area_ratio: tuple[float, float] = CUTPASTE_AREA,
+    aspect_ratio: tuple[float, float] = CUTPASTE_ASPECT,
     aspect_sampling: AspectSampling = "log_uniform",
     jitter: float = 0.1,
 ) -> PasteParams:
@@ -267,9 +275,9 @@ def sample_scar_params(
     size: tuple[int, int],
     *,
     generator: torch.Generator,
-    width: tuple[float, float] = (2, 16),
-    length: tuple[float, float] = (10, 25),
-    rotation: tuple[float, float] = (-45, 45),
+    width: tuple[float, float] = SCAR_WIDTH,
+    length: tuple[float, float] = SCAR_LENGTH,
+    rotation: tuple[float, float] = SCAR_ROTATION,
     jitter: float = 0.1,
     scale: float = 1.0,
 ) -> PasteParams:
@@ -357,125 +365,75 @@ def adjust_hue(x: Tensor, shift: Tensor | float) -> Tensor:
     return maxc.unsqueeze(-3) - chroma.unsqueeze(-3) * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
 
 
-def _op(op: int, x: Tensor, f: Tensor, mean: Tensor | None = None) -> Tensor:
-    """One jitter op, channels at dim -3; ``f`` has the grey image's shape up to broadcasting.
-
-    ``mean`` is the contrast reference (mean grey level of each patch); None = whole image.
-    """
-    if op == 0:  # brightness
-        return (f * x).clamp(0.0, 1.0)
-    if op == 1:  # contrast: blend with the mean grey level
-        if mean is None:
-            mean = _gray(x).mean(dim=(-3, -2, -1), keepdim=True)
-        return (f * x + (1.0 - f) * mean).clamp(0.0, 1.0)
-    if op == 2:  # saturation: blend with the grey image
-        return (f * x + (1.0 - f) * _gray(x)).clamp(0.0, 1.0)
-    return adjust_hue(x, f.squeeze(-3))
-
-
-def jitter_batched(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
-    """Colour jitter of whole images (B, 3, H, W), each with its own factors and op order.
-
-    Each image gets each op exactly once: at step k the images whose k-th op is j are
-    processed together (index lists built on the host after one sync), and identity ops
-    (e.g. hue when its magnitude is 0) are skipped.
-    """
-    out = x.clone()
-    order_h, factors_h = order.tolist(), factors.tolist()  # one host sync for the whole batch
-    groups = [
-        [
-            i
-            for i, (o, f) in enumerate(zip(order_h, factors_h))
-            if o[step] == op and f[op] != _IDENTITY[op]
-        ]
-        for step in range(4)
-        for op in range(4)
-    ]
-    # all index lists in one copy to the device (pinned and asynchronous on CUDA: no sync)
-    flat = torch.tensor([i for g in groups for i in g], dtype=torch.long)
-    flat = flat.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else flat.to(x.device)
-    start = 0
-    for k, g in enumerate(groups):
-        if g:
-            idx = flat[start : start + len(g)]
-            op = k % 4
-            out[idx] = _op(op, out[idx], factors[idx, op].view(-1, 1, 1, 1))
-            start += len(g)
-    return out
-
-
-def _segment_mean(values: Tensor, segment: Tensor, batch: int) -> Tensor:
-    """Mean of ``values`` (N,) per segment, broadcast back to the N pixels (segments sorted).
-
-    Sums are differences of a float64 cumulative sum: deterministic on CUDA, unlike
-    ``index_add_`` (atomics), so a seed reproduces a batch bit for bit on the same device.
-    """
-    count = torch.bincount(segment, minlength=batch)
-    end = count.cumsum(0)
-    csum = F.pad(values.double().cumsum(0), (1, 0))
-    mean = (csum[end] - csum[end - count]) / count.clamp(min=1)
-    return mean.to(values.dtype)[segment]
-
-
-def jitter_pixels(
-    pixels: Tensor,
-    segment: Tensor,
+def _jitter_steps(
+    x: Tensor,
     factors: Tensor,
     order: Tensor,
+    mean_gray: Callable[[Tensor], Tensor],
     *,
-    strategy: Literal["auto", "where", "subset"] = "auto",
+    hue: bool,
 ) -> Tensor:
-    """Colour jitter of the pasted pixels of a batch, gathered in one flat list.
+    """The four jitter steps of a batch, branch-free: no host sync, no per-image indexing.
+
+    ``x`` is (M, 3, ...) with one row per image (or patch). At step ``s`` image ``i`` applies
+    op ``order[i, s]``. Brightness, contrast and saturation are all one blend followed by a
+    clamp, ``clamp(a * x + b * gray(x) + c, 0, 1)`` with per-image coefficients
+    (brightness: a = f; contrast: a = f, c = (1 - f) * mean grey; saturation: a = f, b = 1 - f),
+    so one fused expression serves every image whatever its op; an image whose op at this step
+    is hue gets a = 1, b = c = 0, which is exactly the identity (likewise an identity factor).
+    Hue is computed for the whole batch and kept where ``order`` says so (``torch.where``);
+    ``hue=False`` skips it when every hue shift is known to be 0.
+    """
+    M = x.shape[0]
+    view = (M,) + (1,) * (x.dim() - 1)
+    for step in range(4):
+        op = order[:, step]
+        f = factors.gather(1, op.unsqueeze(1)).squeeze(1)
+        gray = _gray(x)
+        a = torch.where(op < 3, f, 1.0).view(view)
+        b = torch.where(op == 2, 1.0 - f, 0.0).view(view)
+        c = torch.where(op == 1, 1.0 - f, 0.0).view(view) * mean_gray(gray)
+        x = (a * x + b * gray + c).clamp_(0.0, 1.0)
+        if hue:
+            use = ((op == 3) & (f != 0.0)).view(view)
+            x = torch.where(use, adjust_hue(x, f.view(view[:-1])), x)
+    return x
+
+
+def jitter_batched(x: Tensor, factors: Tensor, order: Tensor, *, hue: bool | None = None) -> Tensor:
+    """Colour jitter of whole images (B, 3, H, W), each with its own factors and op order.
+
+    Same result as :func:`jitter_one` image by image (torchvision's functional ops), computed
+    for the whole batch at once without a host sync (see :func:`_jitter_steps`). Contrast
+    blends with each image's mean grey level. ``hue=False`` is a promise that every hue shift
+    is 0 (e.g. :class:`WholeImageAug` with ``hue=0``) and skips the hue arithmetic; the
+    default computes it and keeps it where a shift is non-zero.
+    """
+    return _jitter_steps(
+        x, factors, order, lambda g: g.mean(dim=(-3, -2, -1), keepdim=True),
+        hue=True if hue is None else hue,
+    )  # fmt: skip
+
+
+def jitter_blocks(pixels: Tensor, valid: Tensor, factors: Tensor, order: Tensor) -> Tensor:
+    """Colour jitter of pasted pixels laid out one block per paste, padded to one length.
 
     Args:
-        pixels: (3, N, 1) float, the pixels of all patches one after the other.
-        segment: (N,) int64, which image (row of ``factors``) each pixel belongs to; sorted
-            (each image's pixels contiguous), as ``nonzero`` returns them.
-        factors, order: (B, 4) as :func:`sample_jitter` returns them.
-        strategy: "where" computes every op for every pixel at each of the four steps and
-            keeps the image's op for that step (no host syncs: the GPU default); "subset"
-            computes each op only on the pixels whose image applies it at that step (4x less
-            arithmetic, one ``nonzero`` per step and op: the CPU default). Same result.
+        pixels: (M, 3, P, 1) float, row ``j`` holding the pixels of paste ``j`` (and padding).
+        valid: (M, 1, P, 1) bool, True for real pixels. Padding does not enter the means and
+            its jittered values are meaningless (the caller throws them away).
+        factors, order: (M, 4) as :func:`sample_jitter` returns them.
 
-    Contrast uses the mean grey level of each image's pixels (a segment mean). Ops whose
-    factor is the identity are skipped, as :func:`jitter_one` does.
+    Contrast blends with the mean grey level of each paste's valid pixels, as
+    ``TF.adjust_contrast`` does on the cut patch. Fixed shapes throughout: no host sync.
     """
-    if strategy == "auto":
-        strategy = "where" if pixels.is_cuda else "subset"
-    if strategy not in ("where", "subset"):
-        raise ValueError(f"strategy must be 'auto', 'where' or 'subset', got {strategy!r}")
-    B = factors.shape[0]
-    applies = torch.stack([factors[:, k] != _IDENTITY[k] for k in range(4)], 1)[segment]  # (N, 4)
-    f_pix = factors[segment].T.unsqueeze(-1)  # (4, N, 1)
-    op_pix = order[segment]  # (N, 4)
-    # skip ops no image applies (a host sync, so only for "subset", which syncs anyway)
-    active = (
-        range(4)
-        if strategy == "where"
-        else [op for op, a in enumerate(applies.any(0).tolist()) if a]
-    )
-    for step in range(4):
-        current = pixels
-        for op in active:
-            sel = (op_pix[:, step] == op) & applies[:, op]
-            if strategy == "where":
-                mean = (
-                    _segment_mean(_gray(current).view(-1), segment, B).view(1, -1, 1)
-                    if op == 1
-                    else None
-                )
-                done = _op(op, current, f_pix[op : op + 1], mean)
-                pixels = torch.where(sel.unsqueeze(-1), done, pixels)
-                continue
-            idx = sel.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                continue
-            sub = current[:, idx]
-            mean = None
-            if op == 1:
-                mean = _segment_mean(_gray(sub).view(-1), segment[idx], B).view(1, -1, 1)
-            pixels = pixels.index_copy(1, idx, _op(op, sub, f_pix[op : op + 1, idx], mean))
-    return pixels
+    weight = valid.to(pixels.dtype)
+    count = weight.sum(dim=(-2, -1), keepdim=True).clamp(min=1.0)
+
+    def mean_gray(gray: Tensor) -> Tensor:
+        return (gray * weight).sum(dim=(-2, -1), keepdim=True) / count
+
+    return _jitter_steps(pixels, factors, order, mean_gray, hue=True)
 
 
 def jitter_one(image: Tensor, factors: Tensor, order: Tensor) -> Tensor:
@@ -534,15 +492,107 @@ def scar_one(image: Tensor, p: PasteParams) -> tuple[Tensor, Tensor]:
 # ====== pasting: batched ======
 
 
-def paste_into(out: Tensor, masks: Tensor, images: Tensor, p: PasteParams) -> None:
+def paste_window_bound(
+    size: tuple[int, int],
+    *,
+    area_ratio: tuple[float, float] | None = None,
+    aspect_ratio: tuple[float, float] = CUTPASTE_ASPECT,
+    scar_width: tuple[float, float] | None = None,
+    scar_length: tuple[float, float] | None = None,
+    scale: float = 1.0,
+) -> int:
+    """Most destination pixels any paste of these sampling ranges can need (a static bound).
+
+    The batched kernel examines, for paste ``j``, the ``sh_j x sw_j`` window of destination
+    pixels around it (:func:`_paste_windows`). Giving it this bound, computed on the host from
+    the ranges alone, fixes every tensor's shape in advance, so no host sync is needed to size
+    the work. CutPaste: with area A <= a1 H W and aspect a, ``h <= sqrt(A / a) + 0.5`` and
+    ``w <= sqrt(A a) + 0.5`` (rounding), and the window is ``(h + 1) x (w + 1)``. Scar: a
+    ``w x l`` strip rotated by any angle fits in a box of side ``sqrt(w^2 + l^2)``; the window
+    adds up to 3 pixels per side (floor/ceil and the closing row).
+    """
+    H, W = size
+    bound = 1
+    if area_ratio is not None:
+        area = area_ratio[1] * H * W
+        worst = max(a**-0.5 + a**0.5 for a in aspect_ratio)  # convex in log a: an endpoint
+        bound = max(bound, math.ceil(area + 1.5 * math.sqrt(area) * worst + 2.25))
+    if scar_width is not None and scar_length is not None:
+        w = min(W, max(1.0, scar_width[1] * scale))
+        l = min(H, max(1.0, scar_length[1] * scale))
+        side = math.sqrt(w * w + l * l) + 3
+        bound = max(bound, math.ceil(min(H, side)) * math.ceil(min(W, side)))
+    return min(bound, H * W)
+
+
+def _paste_windows(
+    p: PasteParams, size: tuple[int, int], max_pixels: int | None
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Destination pixels of every paste, one fixed-length block each.
+
+    Returns ``dst`` and ``src`` (M, P) flat pixel indices (``y * W + x``) into the destination
+    and source images, ``inside`` (M, P) bool, and P. Block ``j`` enumerates paste ``j``'s
+    window row by row (``k -> (k // sw_j, k % sw_j)``), exactly the window :func:`scar_one`
+    scans; ``inside`` marks the pixels whose centre, rotated back, falls in the cut rectangle.
+    Entries past the window (``k >= sh_j sw_j``) are padding. ``max_pixels=None`` sizes P from
+    the data (one host sync); training passes :func:`paste_window_bound` (none).
+    """
+    H, W = size
+    M = p.height.shape[0]
+    dev = p.height.device
+    ext_y, ext_x = _half_extents(p.height, p.width, p.angle)
+    y0 = torch.floor(p.dst_y - ext_y).clamp(0, H - 1).long()
+    x0 = torch.floor(p.dst_x - ext_x).clamp(0, W - 1).long()
+    # same window as scar_one: [floor(c - e), ceil(c + e)] inclusive, inside the image
+    sh = ((torch.ceil(p.dst_y + ext_y).long() + 1).clamp(max=H) - y0).clamp(min=1)
+    sw = ((torch.ceil(p.dst_x + ext_x).long() + 1).clamp(max=W) - x0).clamp(min=1)
+    if max_pixels is None:
+        max_pixels = int((sh * sw).max()) if M else 1  # host sync
+    elif (
+        dev.type == "cpu" and M and not torch.compiler.is_compiling()
+        and int((sh * sw).max()) > max_pixels
+    ):  # a free check on the CPU  # fmt: skip
+        raise ValueError(
+            f"a paste needs {int((sh * sw).max())} pixels but max_pixels={max_pixels}: "
+            "the bound does not cover the sampling ranges"
+        )
+    k = torch.arange(max_pixels, device=dev)
+    r, c = k // sw.view(M, 1), k % sw.view(M, 1)  # (M, P)
+    in_window = r < sh.view(M, 1)
+    ys, xs = (y0.view(M, 1) + r).clamp(max=H - 1), x0.view(M, 1) + c
+    theta = torch.deg2rad(p.angle)
+    ux, uy = _unrotate(
+        xs + 0.5 - p.dst_x.view(M, 1),
+        ys + 0.5 - p.dst_y.view(M, 1),
+        torch.cos(theta).view(M, 1),
+        torch.sin(theta).view(M, 1),
+    )
+    hw, hh = (p.width / 2).view(M, 1), (p.height / 2).view(M, 1)
+    inside = in_window & (ux >= -hw) & (ux < hw) & (uy >= -hh) & (uy < hh)
+    src_y = torch.floor(p.src_y.view(M, 1) + uy).long().clamp(0, H - 1)
+    src_x = torch.floor(p.src_x.view(M, 1) + ux).long().clamp(0, W - 1)
+    return ys * W + xs, src_y * W + src_x, inside, max_pixels
+
+
+def paste_into(
+    out: Tensor,
+    masks: Tensor,
+    images: Tensor,
+    p: PasteParams,
+    *,
+    max_pixels: int | None = None,
+) -> None:
     """Write M pastes into ``out`` (M, 3, H, W) and ``masks`` (M, 1, H, W) in place, batched.
 
     Paste ``j`` reads its source from ``images[j % B]`` (so 3-way writes the CutPaste and the
     Scar copies of B originals in one call) and ``out`` must already hold the images to paste
-    on. Every pixel of a window around each destination (as large as the largest paste) is
-    rotated back into the cut rectangle; the pixels that fall inside are gathered by flat index
-    into one list, jittered together (:func:`jitter_pixels`) and written back. No loop over
-    images or pixels; two host syncs (window size, number of pasted pixels).
+    on. Each paste's window of destination pixels is one block of a fixed length P
+    (:func:`_paste_windows`): gather the source pixels, jitter all blocks together
+    (:func:`jitter_blocks`), scatter back the pixels inside the rectangle. Padding and pixels
+    outside the rotated rectangle are sent to a scratch tail past the image, so every write
+    goes to its own address (deterministic, no atomics). With ``max_pixels`` from
+    :func:`paste_window_bound` nothing here waits for the device: no loop over images or
+    pixels and no host sync.
     """
     M = p.height.shape[0]
     B, C, H, W = images.shape
@@ -551,46 +601,30 @@ def paste_into(out: Tensor, masks: Tensor, images: Tensor, p: PasteParams) -> No
     shapes_ok = out.shape == (M, C, H, W) and masks.shape == (M, 1, H, W)
     if not (shapes_ok and out.is_contiguous() and masks.is_contiguous()):
         raise ValueError(f"out/masks must be contiguous ({M}, {C}, {H}, {W}) / ({M}, 1, {H}, {W})")
-    dev = images.device
-    theta = torch.deg2rad(p.angle)
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    ext_y, ext_x = _half_extents(p.height, p.width, p.angle)
-    ey, ex = torch.stack([ext_y.max(), ext_x.max()]).tolist()  # host sync: window size
-    sh, sw = min(H, math.ceil(2 * ey) + 1), min(W, math.ceil(2 * ex) + 1)
-    oy = torch.floor(p.dst_y - ext_y).clamp(0, H - sh).long()
-    ox = torch.floor(p.dst_x - ext_x).clamp(0, W - sw).long()
-    ys = (oy[:, None] + torch.arange(sh, device=dev))[:, :, None]  # (M, sh, 1)
-    xs = (ox[:, None] + torch.arange(sw, device=dev))[:, None, :]  # (M, 1, sw)
-    ux, uy = _unrotate(
-        xs + 0.5 - p.dst_x.view(M, 1, 1),
-        ys + 0.5 - p.dst_y.view(M, 1, 1),
-        cos.view(M, 1, 1),
-        sin.view(M, 1, 1),
-    )
-    hw, hh = (p.width / 2).view(M, 1, 1), (p.height / 2).view(M, 1, 1)
-    inside = (ux >= -hw) & (ux < hw) & (uy >= -hh) & (uy < hh)  # (M, sh, sw)
-    src_y = torch.floor(p.src_y.view(M, 1, 1) + uy).long().clamp(0, H - 1)
-    src_x = torch.floor(p.src_x.view(M, 1, 1) + ux).long().clamp(0, W - 1)
-    sel = inside.view(-1).nonzero().squeeze(1)  # host sync: the pasted pixels, paste by paste
-    row = sel // (sh * sw)  # which paste each pixel belongs to (sorted)
-    src = (src_y * W + src_x).view(-1)[sel]
-    dst = (ys * W + xs).reshape(-1)[sel]
-    plane = torch.arange(C, device=dev).view(C, 1) * (H * W)
-    src_flat = (row % B * (C * H * W)).view(1, -1) + plane + src.view(1, -1)  # (C, N)
-    dst_flat = (row * (C * H * W)).view(1, -1) + plane + dst.view(1, -1)
-    pixels = images.reshape(-1).index_select(0, src_flat.view(-1)).view(C, -1, 1)
-    pixels = jitter_pixels(pixels, row, p.factors, p.order)
-    out.view(-1).index_copy_(0, dst_flat.view(-1), pixels.view(-1))
-    masks.view(-1).index_fill_(0, row * (H * W) + dst, True)
+    dst, src, inside, P = _paste_windows(p, (H, W), max_pixels)
+    dev, HW = images.device, H * W
+    source = (torch.arange(M, device=dev) % B).view(M, 1, 1) * C
+    plane = torch.arange(C, device=dev).view(1, C, 1)
+    src_flat = (source + plane) * HW + src.view(M, 1, P)  # (M, C, P)
+    pixels = images.reshape(-1).index_select(0, src_flat.view(-1)).view(M, C, P, 1)
+    pixels = jitter_blocks(pixels, inside.view(M, 1, P, 1), p.factors, p.order)
+    # pixels not inside go to the scratch tail [HW, HW + P): one address per entry
+    target = torch.where(inside, dst, HW + torch.arange(P, device=dev))  # (M, P)
+    scratch = torch.cat([out.view(M, C, HW), out.new_empty(M, C, P)], dim=2)
+    scratch.scatter_(2, target.view(M, 1, P).expand(M, C, P), pixels.view(M, C, P))
+    out.view(M, C, HW).copy_(scratch[:, :, :HW])
+    mask_scratch = torch.cat([masks.view(M, 1, HW), masks.new_empty(M, 1, P)], dim=2)
+    mask_scratch.scatter_(2, target.view(M, 1, P), inside.view(M, 1, P))
+    masks.view(M, 1, HW).copy_(mask_scratch[:, :, :HW])
 
 
-def paste_batched(images: Tensor, p: PasteParams) -> Augmented:
+def paste_batched(images: Tensor, p: PasteParams, *, max_pixels: int | None = None) -> Augmented:
     """Apply one paste per image to a batch (B, 3, H, W), without loops (see :func:`paste_into`)."""
     out = images.contiguous().clone()
     masks = torch.zeros(
         images.shape[0], 1, *images.shape[-2:], dtype=torch.bool, device=images.device
     )
-    paste_into(out, masks, images.contiguous(), p)
+    paste_into(out, masks, images.contiguous(), p, max_pixels=max_pixels)
     return Augmented(out, masks)
 
 
@@ -632,8 +666,8 @@ def cutpaste(
     images: Tensor,
     *,
     generator: torch.Generator,
-    area_ratio: tuple[float, float] = (0.02, 0.15),
-    aspect_ratio: tuple[float, float] = (0.3, 3.3),
+    area_ratio: tuple[float, float] = CUTPASTE_AREA,
+    aspect_ratio: tuple[float, float] = CUTPASTE_ASPECT,
     aspect_sampling: AspectSampling = "log_uniform",
     jitter: float = 0.1,
     implementation: Implementation = "batched",
@@ -666,9 +700,9 @@ def scar(
     images: Tensor,
     *,
     generator: torch.Generator,
-    width: tuple[float, float] = (2, 16),
-    length: tuple[float, float] = (10, 25),
-    rotation: tuple[float, float] = (-45, 45),
+    width: tuple[float, float] = SCAR_WIDTH,
+    length: tuple[float, float] = SCAR_LENGTH,
+    rotation: tuple[float, float] = SCAR_ROTATION,
     jitter: float = 0.1,
     reference_size: int = REFERENCE_SIZE,
     scale: float | None = None,
@@ -760,13 +794,21 @@ class WholeImageAug:
     ) -> Tensor:
         _check_images(images, generator)
         params = self.sample(images.shape[0], tuple(images.shape[-2:]), generator=generator)
-        return apply_whole_image(images, params, implementation=implementation)
+        return apply_whole_image(images, params, implementation=implementation, hue=self.hue > 0)
 
 
 def apply_whole_image(
-    images: Tensor, p: WholeImageParams, *, implementation: Implementation = "batched"
+    images: Tensor,
+    p: WholeImageParams,
+    *,
+    implementation: Implementation = "batched",
+    hue: bool | None = None,
 ) -> Tensor:
-    """Shift each image by (shift_y, shift_x) with reflection, then colour-jitter it."""
+    """Shift each image by (shift_y, shift_x) with reflection, then colour-jitter it.
+
+    ``hue=False`` promises that every hue shift in ``p`` is 0 (skips that arithmetic; see
+    :func:`jitter_batched`).
+    """
     _check_implementation(implementation)
     B, C, H, W = images.shape
     if implementation == "per_image":
@@ -785,10 +827,50 @@ def apply_whole_image(
     cols = _reflect(torch.arange(W, device=images.device) - p.shift_x[:, None], W)  # (B, W)
     idx = (rows[:, :, None] * W + cols[:, None, :]).view(B, 1, -1).expand(B, C, -1)
     shifted = images.reshape(B, C, H * W).gather(2, idx).view(B, C, H, W)
-    return jitter_batched(shifted, p.factors, p.order)
+    return jitter_batched(shifted, p.factors, p.order, hue=hue)
 
 
 # ====== proxy batches ======
+
+
+def sample_crop(
+    batch: int, size: tuple[int, int], patch_size: int, *, generator: torch.Generator
+) -> Tensor:
+    """Top-left corners (B, 2) int64 (rows, columns) of uniform patch_size x patch_size crops."""
+    H, W = size
+    if not 0 < patch_size <= min(H, W):
+        raise ValueError(
+            f"patch_size must be in [1, {min(H, W)}] for {H}x{W} images, got {patch_size}"
+        )
+    u = _rand((batch, 2), generator)
+    oy = torch.floor(u[:, 0] * (H - patch_size + 1)).long().clamp(max=H - patch_size)
+    ox = torch.floor(u[:, 1] * (W - patch_size + 1)).long().clamp(max=W - patch_size)
+    return torch.stack([oy, ox], dim=1)
+
+
+def crop(
+    images: Tensor,
+    corners: Tensor,
+    patch_size: int,
+    *,
+    implementation: Implementation = "batched",
+) -> Tensor:
+    """Cut one patch_size x patch_size crop per image at ``corners`` (B, 2) (rows, columns)."""
+    B, C, H, W = images.shape
+    if implementation == "per_image":
+        crops = [
+            images[i, :, y : y + patch_size, x : x + patch_size]
+            for i, (y, x) in enumerate(corners.tolist())
+        ]
+        return torch.stack(crops) if crops else images[:, :, :patch_size, :patch_size].clone()
+    r = torch.arange(patch_size, device=images.device)
+    oy, ox = corners[:, 0], corners[:, 1]
+    idx = ((oy[:, None, None] + r[:, None]) * W + (ox[:, None, None] + r[None, :])).view(B, 1, -1)
+    return (
+        images.reshape(B, C, H * W)
+        .gather(2, idx.expand(B, C, -1))
+        .view(B, C, patch_size, patch_size)
+    )
 
 
 def random_crop(
@@ -799,27 +881,127 @@ def random_crop(
     implementation: Implementation = "batched",
 ) -> Tensor:
     """One random patch_size x patch_size crop per image (patch mode: crop first, then paste)."""
-    B, C, H, W = images.shape
-    if not 0 < patch_size <= min(H, W):
-        raise ValueError(
-            f"patch_size must be in [1, {min(H, W)}] for {H}x{W} images, got {patch_size}"
-        )
-    u = _rand((B, 2), generator)
-    oy = torch.floor(u[:, 0] * (H - patch_size + 1)).long().clamp(max=H - patch_size)
-    ox = torch.floor(u[:, 1] * (W - patch_size + 1)).long().clamp(max=W - patch_size)
-    if implementation == "per_image":
-        crops = [
-            images[i, :, y : y + patch_size, x : x + patch_size]
-            for i, (y, x) in enumerate(zip(oy.tolist(), ox.tolist()))
-        ]
-        return torch.stack(crops) if crops else images[:, :, :patch_size, :patch_size].clone()
-    r = torch.arange(patch_size, device=images.device)
-    idx = ((oy[:, None, None] + r[:, None]) * W + (ox[:, None, None] + r[None, :])).view(B, 1, -1)
-    return (
-        images.reshape(B, C, H * W)
-        .gather(2, idx.expand(B, C, -1))
-        .view(B, C, patch_size, patch_size)
+    corners = sample_crop(
+        images.shape[0], tuple(images.shape[-2:]), patch_size, generator=generator
     )
+    return crop(images, corners, patch_size, implementation=implementation)
+
+
+class ProxyParams(NamedTuple):
+    """Every random choice of one training step, drawn before any pixel is touched.
+
+    ``whole``: the whole-image shift and jitter per original (None: switched off); ``crop``:
+    the patch-mode crop corners (B, 2) (None: whole images); ``paste``: the (K-1)*B pastes,
+    view by view; ``is_cutpaste``: which pastes are CutPaste (the rest are scars).
+    """
+
+    whole: WholeImageParams | None
+    crop: Tensor | None
+    paste: PasteParams
+    is_cutpaste: Tensor
+
+
+def sample_proxy_params(
+    batch: int,
+    size: tuple[int, int],
+    variant: Variant,
+    *,
+    generator: torch.Generator,
+    patch_size: int | None = None,
+    whole_image_aug: WholeImageAug | None = WholeImageAug(),  # noqa: B008 (frozen, immutable)
+    aspect_sampling: AspectSampling = "log_uniform",
+) -> ProxyParams:
+    """Draw every parameter of one proxy batch of ``batch`` originals of ``size = (H, W)``.
+
+    All the randomness of :func:`make_proxy_batch` lives here, in this order: whole-image
+    augmentation, patch crop, CutPaste and/or Scar, and for "union" the coin between them.
+    Scars are sized on the full image, also in patch mode (see the module notes).
+    """
+    _check_variant(variant)
+    scale = scar_scale(size)
+    whole = None
+    if whole_image_aug is not None:
+        whole = whole_image_aug.sample(batch, size, generator=generator)
+    corners = None
+    if patch_size is not None:
+        corners = sample_crop(batch, size, patch_size, generator=generator)
+        size = (patch_size, patch_size)
+
+    def cut(n: int) -> PasteParams:
+        return sample_cutpaste_params(n, size, generator=generator, aspect_sampling=aspect_sampling)
+
+    def sc(n: int) -> PasteParams:
+        return sample_scar_params(n, size, generator=generator, scale=scale)
+
+    device = generator.device
+    if variant == "cutpaste":
+        params, is_cutpaste = cut(batch), torch.ones(batch, dtype=torch.bool, device=device)
+    elif variant == "scar":
+        params, is_cutpaste = sc(batch), torch.zeros(batch, dtype=torch.bool, device=device)
+    elif variant == "3way":
+        params = PasteParams(*(torch.cat([c, s]) for c, s in zip(cut(batch), sc(batch))))
+        is_cutpaste = torch.arange(2 * batch, device=device) < batch
+    else:  # union: each image gets CutPaste or Scar parameters with probability 1/2
+        cp_params, scar_params = cut(batch), sc(batch)
+        is_cutpaste = _rand((batch,), generator) < 0.5
+        params = PasteParams(
+            *(
+                torch.where(is_cutpaste.view(-1, *[1] * (c.dim() - 1)), c, s)
+                for c, s in zip(cp_params, scar_params)
+            )
+        )
+    return ProxyParams(whole, corners, params, is_cutpaste)
+
+
+def apply_proxy_params(
+    images: Tensor,
+    params: ProxyParams,
+    variant: Variant,
+    *,
+    patch_size: int | None = None,
+    whole_hue: bool = False,
+    max_pixels: int | None = None,
+    implementation: Implementation = "batched",
+) -> ProxyBatch:
+    """Build the proxy batch from drawn parameters: no randomness, shapes fixed by the inputs.
+
+    Whole-image augmentation (shared by all views of an original), then the crop (shared
+    too), then the pastes on copies. ``whole_hue`` says whether the whole-image jitter has
+    a hue component; ``max_pixels`` bounds the pixels of one paste (:func:`paste_window_bound`).
+    A pure tensor function with Python constants as options, so ``torch.compile`` can fuse it
+    (``make_proxy_batch(..., compiled=True)``).
+    """
+    x = images
+    if params.whole is not None:
+        x = apply_whole_image(x, params.whole, implementation=implementation, hue=whole_hue)
+    if params.crop is not None:
+        assert patch_size is not None, "crop corners need patch_size"
+        x = crop(x, params.crop, patch_size, implementation=implementation)
+    B = x.shape[0]
+    k = num_classes(variant)
+    x = x.contiguous()
+    images_out = x.repeat(k, 1, 1, 1)  # every view starts as its original
+    masks_out = torch.zeros(k * B, 1, *x.shape[-2:], dtype=torch.bool, device=x.device)
+    if implementation == "batched":
+        # all augmented views in one call
+        paste_into(images_out[B:], masks_out[B:], x, params.paste, max_pixels=max_pixels)
+    else:
+        aug = paste(
+            images_out[B:], params.paste, kind=params.is_cutpaste, implementation="per_image"
+        )
+        images_out[B:], masks_out[B:] = aug.images, aug.masks
+    labels = torch.arange(k, device=x.device).repeat_interleave(B)
+    return ProxyBatch(images_out, labels, masks_out)
+
+
+_COMPILED: dict[str, Callable[..., ProxyBatch]] = {}
+
+
+def _compiled_apply() -> Callable[..., ProxyBatch]:
+    """``apply_proxy_params`` under ``torch.compile`` (built on first use, then reused)."""
+    if "apply" not in _COMPILED:
+        _COMPILED["apply"] = torch.compile(apply_proxy_params, dynamic=False)
+    return _COMPILED["apply"]
 
 
 def make_proxy_batch(
@@ -831,13 +1013,16 @@ def make_proxy_batch(
     whole_image_aug: WholeImageAug | None = WholeImageAug(),  # noqa: B008 (frozen, immutable)
     aspect_sampling: AspectSampling = "log_uniform",
     implementation: Implementation = "batched",
+    compiled: bool = False,
 ) -> ProxyBatch:
     """The classifier inputs of one training step (see :class:`ProxyBatch` for the layout).
 
-    Order: whole-image augmentation (once per original, shared by its views), then the patch
-    crop (patch mode, shared by the views too), then CutPaste and/or Scar on copies. Variants:
-    "cutpaste" / "scar" (binary), "union" (each augmented view is CutPaste or Scar with
-    probability 1/2, label 1), "3way" (labels 0 normal, 1 CutPaste, 2 Scar).
+    Two stages: :func:`sample_proxy_params` draws every random choice, then
+    :func:`apply_proxy_params` builds the pixels. Order: whole-image augmentation (once per
+    original, shared by its views), then the patch crop (patch mode, shared by the views too),
+    then CutPaste and/or Scar on copies. Variants: "cutpaste" / "scar" (binary), "union" (each
+    augmented view is CutPaste or Scar with probability 1/2, label 1), "3way" (labels 0 normal,
+    1 CutPaste, 2 Scar).
 
     Args:
         images: float (B, 3, H, W) in [0, 1] on any device.
@@ -847,54 +1032,34 @@ def make_proxy_batch(
         whole_image_aug: the whole-image transform, or None to switch it off.
         aspect_sampling: CutPaste aspect sampling, "log_uniform" or "two_interval".
         implementation: "batched" (training) or "per_image" (readable reference, same output).
+        compiled: run the pixel stage through ``torch.compile`` (batched only; meant for CUDA,
+            where it fuses hundreds of small kernels; same pixels up to float rounding).
     """
     _check_variant(variant)
     _check_images(images, generator)
     _check_implementation(implementation)
     B, _, H, W = images.shape
-    scale = scar_scale((H, W))  # scars are sized on the full image, also in patch mode
-    x = images
-    if whole_image_aug is not None:
-        x = whole_image_aug(x, generator=generator, implementation=implementation)
-    if patch_size is not None:
-        x = random_crop(x, patch_size, generator=generator, implementation=implementation)
-    size = tuple(x.shape[-2:])
-
-    def cut(n: int) -> PasteParams:
-        return sample_cutpaste_params(n, size, generator=generator, aspect_sampling=aspect_sampling)
-
-    def sc(n: int) -> PasteParams:
-        return sample_scar_params(n, size, generator=generator, scale=scale)
-
-    # parameters of the (K-1)*B augmented views, view by view; is_cutpaste picks the
-    # readable per-image function (the batched kernel treats both kinds alike)
-    if variant == "cutpaste":
-        params, is_cutpaste = cut(B), torch.ones(B, dtype=torch.bool, device=x.device)
-    elif variant == "scar":
-        params, is_cutpaste = sc(B), torch.zeros(B, dtype=torch.bool, device=x.device)
-    elif variant == "3way":
-        params = PasteParams(*(torch.cat([c, s]) for c, s in zip(cut(B), sc(B))))
-        is_cutpaste = torch.arange(2 * B, device=x.device) < B
-    else:  # union: each image gets CutPaste or Scar parameters with probability 1/2
-        cp_params, scar_params = cut(B), sc(B)
-        is_cutpaste = _rand((B,), generator) < 0.5
-        params = PasteParams(
-            *(
-                torch.where(is_cutpaste.view(-1, *[1] * (c.dim() - 1)), c, s)
-                for c, s in zip(cp_params, scar_params)
-            )
-        )
-    k = num_classes(variant)
-    x = x.contiguous()
-    images_out = x.repeat(k, 1, 1, 1)  # every view starts as its original
-    masks_out = torch.zeros(k * B, 1, *size, dtype=torch.bool, device=x.device)
-    if implementation == "batched":
-        paste_into(images_out[B:], masks_out[B:], x, params)  # all augmented views in one call
-    else:
-        aug = paste(images_out[B:], params, kind=is_cutpaste, implementation="per_image")
-        images_out[B:], masks_out[B:] = aug.images, aug.masks
-    labels = torch.arange(k, device=x.device).repeat_interleave(B)
-    return ProxyBatch(images_out, labels, masks_out)
+    params = sample_proxy_params(
+        B, (H, W), variant, generator=generator, patch_size=patch_size,
+        whole_image_aug=whole_image_aug, aspect_sampling=aspect_sampling,
+    )  # fmt: skip
+    size = (H, W) if patch_size is None else (patch_size, patch_size)
+    # a bound on the pixels of any paste, from the sampling ranges alone: fixed shapes, so
+    # building the batch never waits for the device
+    bound = paste_window_bound(
+        size,
+        area_ratio=None if variant == "scar" else CUTPASTE_AREA,
+        aspect_ratio=CUTPASTE_ASPECT,
+        scar_width=None if variant == "cutpaste" else SCAR_WIDTH,
+        scar_length=None if variant == "cutpaste" else SCAR_LENGTH,
+        scale=scar_scale((H, W)),
+    )
+    apply = _compiled_apply() if compiled and implementation == "batched" else apply_proxy_params
+    return apply(
+        images, params, variant, patch_size=patch_size,
+        whole_hue=whole_image_aug is not None and whole_image_aug.hue > 0,
+        max_pixels=bound, implementation=implementation,
+    )  # fmt: skip
 
 
 # ====== checks ======

@@ -99,7 +99,8 @@ class TrainConfig:
         log_every: steps between host reads of loss/accuracy (progress bar, TensorBoard, NaN check).
         checkpoint_every: steps between checkpoints (one is always written at the end).
         deterministic: deterministic algorithms (slower on GPU).
-        compile: wrap the model in ``torch.compile``.
+        compile: ``torch.compile`` the model and the augmentation's pixel stage (GPU: fuses the
+            augmentation's small kernels; costs a minute of compilation at the start).
         pretrained, weights: ImageNet weights from the torch hub cache, or a state-dict file.
         head_depth, head_width, embedding_dim: projection head (8 x 512, 128-d).
         protocol: "scratch" (Table 1) or "transfer" (Table 3: head warm-up, then BN-frozen fine-tune).
@@ -273,8 +274,9 @@ def proxy_step(
     """One full training step: sample originals, augment, normalise, :func:`optimization_step`."""
     originals = sample_originals(images, config.batch_size, generator=generator)
     batch = make_proxy_batch(
-        originals, config.variant, generator=generator, patch_size=config.patch_size
-    )
+        originals, config.variant, generator=generator, patch_size=config.patch_size,
+        compiled=config.compile,
+    )  # fmt: skip
     cuda = images.device.type == "cuda"
     x = normalize(batch.images)
     if cuda:

@@ -52,20 +52,29 @@ def test_batched_jitter_matches_torchvision_colorjitter_per_image():
     torch.testing.assert_close(ref[i], y, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("strategy", ["where", "subset"])
-def test_flat_pixel_jitter_uses_each_patch_mean_for_contrast(strategy):
+def test_block_jitter_uses_each_patch_mean_and_ignores_padding():
     x = textures(6, 6, 7, seed=2)
     factors, order = A.sample_jitter(
         6, generator=gen(1), brightness=0.3, contrast=0.5, saturation=0.3, hue=0.2
     )
     factors[5] = torch.tensor([1.0, 1.0, 1.0, 0.0])  # identity factors leave an image unchanged
-    pixels = x.permute(1, 0, 2, 3).reshape(3, -1, 1)  # all pixels of image 0, then image 1, ...
-    segment = torch.arange(6).repeat_interleave(6 * 7)
-    out = A.jitter_pixels(pixels, segment, factors, order, strategy=strategy)
-    ours = out.reshape(3, 6, 6, 7).permute(1, 0, 2, 3)
+    # each image's 42 pixels as one block, followed by 20 entries of padding holding garbage
+    blocks = torch.cat([x.reshape(6, 3, 42, 1), torch.full((6, 3, 20, 1), 0.97)], dim=2)
+    valid = (torch.arange(62) < 42).view(1, 1, 62, 1).expand(6, 1, 62, 1)
+    out = A.jitter_blocks(blocks, valid, factors, order)
+    ours = out[:, :, :42].reshape(6, 3, 6, 7)
     ref = torch.stack([A.jitter_one(x[i], factors[i], order[i]) for i in range(6)])
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
     assert torch.equal(ours[5], x[5])
+
+
+def test_batched_jitter_without_hue_promise_equals_full_computation():
+    x = textures(8, 9, 11, seed=3)
+    factors, order = A.sample_jitter(8, generator=gen(2), brightness=0.3, contrast=0.3,
+                                     saturation=0.3, hue=0.0)  # fmt: skip
+    a = A.jitter_batched(x, factors, order, hue=False)
+    b = A.jitter_batched(x, factors, order)
+    assert torch.equal(a, b)
 
 
 def test_jitter_order_matters_and_is_a_permutation():
@@ -329,6 +338,48 @@ def test_num_classes_and_variants():
         A.num_classes("cut")
 
 
+# ====== fixed shapes: the window bound ======
+
+
+def _windows(p, size):
+    """The (sh, sw) windows the batched kernel scans, from the data (the reference)."""
+    _, _, inside, P = A._paste_windows(p, size, None)
+    return P, inside
+
+
+@pytest.mark.parametrize("size", [(256, 256), (64, 64), (48, 200)])
+@pytest.mark.parametrize("sampling", ["log_uniform", "two_interval"])
+def test_window_bound_covers_every_cutpaste_draw(size, sampling):
+    p = A.sample_cutpaste_params(4000, size, generator=gen(20), aspect_sampling=sampling)
+    needed, inside = _windows(p, size)
+    bound = A.paste_window_bound(size, area_ratio=A.CUTPASTE_AREA)
+    assert needed <= bound
+    # the bound is not wildly loose: the largest window drawn uses most of it
+    assert needed >= 0.75 * bound or size == (48, 200)
+    assert int(inside.sum(1).max()) <= 0.15 * size[0] * size[1] * 1.1
+
+
+@pytest.mark.parametrize("scale", [0.25, 1.0, 2.0])
+def test_window_bound_covers_every_scar_draw(scale):
+    size = (256, 256)
+    p = A.sample_scar_params(4000, size, generator=gen(21), scale=scale)
+    needed, _ = _windows(p, size)
+    bound = A.paste_window_bound(size, scar_width=A.SCAR_WIDTH, scar_length=A.SCAR_LENGTH,
+                                 scale=scale)  # fmt: skip
+    assert needed <= bound <= 2.0 * needed
+
+
+def test_fixed_bound_gives_the_same_pixels_and_a_too_small_one_is_refused():
+    x = textures(8, 64, 64, seed=22)
+    p = A.sample_scar_params(8, (64, 64), generator=gen(23), scale=1.0)
+    a = A.paste_batched(x, p)
+    b = A.paste_batched(x, p, max_pixels=A.paste_window_bound(
+        (64, 64), scar_width=A.SCAR_WIDTH, scar_length=A.SCAR_LENGTH))  # fmt: skip
+    assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+    with pytest.raises(ValueError, match="max_pixels=4"):
+        A.paste_batched(x, p, max_pixels=4)
+
+
 def test_bad_inputs_give_clear_errors():
     x = textures(2, 16, 16)
     with pytest.raises(TypeError, match="float in \\[0, 1\\]"):
@@ -345,6 +396,20 @@ def test_bad_inputs_give_clear_errors():
         A.sample_aspect(
             (3,), generator=gen(0), aspect_ratio=(1.5, 3), aspect_sampling="two_interval"
         )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", A.VARIANTS)
+def test_cuda_proxy_batch_never_waits_for_the_device(variant):
+    x = textures(8, 64, 64, seed=31).cuda()
+    g = gen(5, "cuda")
+    A.make_proxy_batch(x, variant, generator=g)  # warm-up (first-call allocations)
+    torch.cuda.set_sync_debug_mode("error")  # any host-device sync raises
+    try:
+        A.make_proxy_batch(x, variant, generator=g)
+        A.make_proxy_batch(x, variant, generator=g, patch_size=32)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 @pytest.mark.gpu

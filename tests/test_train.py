@@ -23,6 +23,7 @@ from cutpaste_lib.train import (
     load_checkpoint,
     lr_schedule,
     proxy_confusion,
+    proxy_step,
     read_checkpoint,
     sample_originals,
     train,
@@ -316,3 +317,28 @@ def test_cuda_step_uses_bf16_autocast_and_matches_cpu_loss_scale():
     assert all(math.isfinite(v) for v in result.history["loss"])
     assert result.history["loss"][0] == pytest.approx(math.log(3), rel=0.3)
     assert next(result.model.parameters()).is_cuda
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_training_step_never_waits_for_the_device(compiled):
+    """The hot path (sample originals, augment, normalise, forward/backward/SGD) queues work
+    without a single host-device sync, so the CPU prepares step t+1 while the GPU runs step t."""
+    from cutpaste_lib.model import CutPasteModel
+
+    config = tiny_config(encoder="resnet18", image_size=64, batch_size=4, device="cuda",
+                         compile=compiled)  # fmt: skip
+    images = tiny_cache(size=64).images.cuda()
+    model = CutPasteModel(**config.model_config()).cuda().to(memory_format=torch.channels_last)
+    model_fn = torch.compile(model) if compiled else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for _ in range(2):  # warm-up: cuDNN, allocator, compilation
+        proxy_step(model_fn, optimizer, images, config, generator=g)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss, correct = proxy_step(model_fn, optimizer, images, config, generator=g)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert math.isfinite(float(loss)) and 0 <= int(correct) <= config.inputs_per_step

@@ -88,7 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=positive_int, default=4096,
                         help="steps between checkpoints (one is always written at the end)")  # fmt: skip
     parser.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (GPU; slower start)"
+        "--compile",
+        action="store_true",
+        help="torch.compile the model and the augmentation (GPU; a minute slower to start)",
     )
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic algorithms (reproducible on GPU, slower)")  # fmt: skip

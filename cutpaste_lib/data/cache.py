@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -205,8 +206,16 @@ def load_cache(
 def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if x.ndim < 3 or x.shape[-3] != 3:
         raise ValueError(f"expected images of shape (..., 3, H, W), got {tuple(x.shape)}")
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    return _stats_on(x.device)
+
+
+@functools.cache
+def _stats_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std (3, 1, 1) on ``device``, made once: a fresh copy to a GPU per
+    call would wait for the device every training step."""
+    with torch.inference_mode(False):  # normal tensors even if first asked for under inference
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=device).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(3, 1, 1)
     return mean, std
 
 
