@@ -31,16 +31,16 @@ step() {  # step NAME SECONDS COMMAND...
     nproc
 } | tee "$OUT/summary.txt"
 
-step augment 180 "$PY" benchmarks/augment.py --device cuda
-step train_eager 180 "$PY" benchmarks/train_throughput.py --device cuda
-step gpu_tests 240 "$PY" -m pytest -q -m gpu tests -p no:cacheprovider -rs
-step train_compiled 300 "$PY" benchmarks/train_throughput.py --device cuda --compile
-step density 120 "$PY" benchmarks/density.py --device cuda
-step localize 180 "$PY" benchmarks/localize.py --device cuda
+step augment 120 "$PY" benchmarks/augment.py --device cuda
+step train_eager 100 "$PY" benchmarks/train_throughput.py --device cuda
+step gpu_tests 150 "$PY" -m pytest -q -m gpu tests -p no:cacheprovider -rs
+step train_compiled 180 "$PY" benchmarks/train_throughput.py --device cuda --compile
+step density 60 "$PY" benchmarks/density.py --device cuda
+step localize 90 "$PY" benchmarks/localize.py --device cuda
 if [ -d "${DATA:-data/synthetic_fast}" ]; then  # end to end through the CLI, as a user runs it
-    step train_cli 240 bash -c "
+    step train_cli 150 bash -c "
         $PY -m cutpaste_lib train --data ${DATA:-data/synthetic_fast} --category synth_grid \
-            --steps ${STEPS:-3000} --image-size 256 --device cuda --out /tmp/cutpaste_run --log-every 500 \
+            --steps ${STEPS:-1500} --image-size 256 --device cuda --out /tmp/cutpaste_run --log-every 500 \
             --no-progress --overwrite &&
         $PY -m cutpaste_lib evaluate --checkpoint /tmp/cutpaste_run/checkpoint.pt \
             --data ${DATA:-data/synthetic_fast} --category synth_grid --device cuda --out /tmp/cutpaste_run/eval"
