@@ -96,12 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         0, 256, (4 * originals, 3, size, size), dtype=torch.uint8, device=device, generator=g
     )
 
+    sampler = torch.Generator().manual_seed(0)  # parameters drawn on the CPU, as training does
+
     def batch(implementation: str, compiled: bool = False):
         def run():
             idx = torch.randint(0, cache.shape[0], (originals,), device=device, generator=g)
             images = cache[idx].float() / 255
             return augment.make_proxy_batch(
-                images, args.variant, generator=g, implementation=implementation,
+                images, args.variant, generator=sampler, implementation=implementation,
                 compiled=compiled,
             )  # fmt: skip
 

@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="originals per step")
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--cache-images", type=int, default=256, help="images in the uint8 cache")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model and the augmentation")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model and the augmentation"
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     args = parser.parse_args(argv)
     try:
@@ -91,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         x = x.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, config.num_classes, (n,), device=device, generator=generator)
 
+    sampler = torch.Generator().manual_seed(0)  # parameters drawn on the CPU, as train() does
+
     def full():
-        proxy_step(model_fn, optimizer, cache, config, generator=generator)
+        proxy_step(model_fn, optimizer, cache, config, generator=sampler)
 
     def model_only():
         optimization_step(model_fn, optimizer, x, labels, amp=cuda)

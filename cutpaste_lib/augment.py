@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -997,11 +997,54 @@ def apply_proxy_params(
 _COMPILED: dict[str, Callable[..., ProxyBatch]] = {}
 
 
-def _compiled_apply() -> Callable[..., ProxyBatch]:
-    """``apply_proxy_params`` under ``torch.compile`` (built on first use, then reused)."""
-    if "apply" not in _COMPILED:
-        _COMPILED["apply"] = torch.compile(apply_proxy_params, dynamic=False)
-    return _COMPILED["apply"]
+def _compiled_apply(mode: str = "default") -> Callable[..., ProxyBatch]:
+    """``apply_proxy_params`` under ``torch.compile(mode=mode)`` (built on first use, reused).
+
+    ``mode="reduce-overhead"`` also records the fused kernels as a CUDA graph; its outputs
+    are then overwritten by the next call, which training allows (each batch is used once).
+    """
+    if mode not in _COMPILED:
+        _COMPILED[mode] = torch.compile(apply_proxy_params, dynamic=False, mode=mode)
+    return _COMPILED[mode]
+
+
+def move_params(params: Any, device: torch.device) -> Any:
+    """Every tensor of a (nested) NamedTuple of parameters to ``device``, one copy per dtype.
+
+    The tensors are packed into one flat buffer per dtype, pinned and sent with
+    ``non_blocking=True``: the CPU goes on without waiting for the GPU (a copy from ordinary
+    pageable memory would wait for every kernel queued before it). The results are views of
+    those buffers, so unpacking launches nothing.
+    """
+    device = torch.device(device)
+    leaves: list[Tensor] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, Tensor):
+            leaves.append(node)
+        elif isinstance(node, tuple):
+            for child in node:
+                collect(child)
+
+    collect(params)
+    moved: dict[int, Tensor] = {}
+    for dtype in dict.fromkeys(t.dtype for t in leaves):
+        group = [t for t in leaves if t.dtype == dtype]
+        flat = torch.cat([t.reshape(-1) for t in group])
+        if device.type == "cuda":
+            flat = flat.pin_memory()
+        flat = flat.to(device, non_blocking=True)
+        for t, view in zip(group, flat.split([t.numel() for t in group])):
+            moved[id(t)] = view.view(t.shape)
+
+    def rebuild(node: Any) -> Any:
+        if isinstance(node, Tensor):
+            return moved[id(node)]
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            return type(node)(*(rebuild(child) for child in node))
+        return node
+
+    return rebuild(params)
 
 
 def make_proxy_batch(
@@ -1013,7 +1056,7 @@ def make_proxy_batch(
     whole_image_aug: WholeImageAug | None = WholeImageAug(),  # noqa: B008 (frozen, immutable)
     aspect_sampling: AspectSampling = "log_uniform",
     implementation: Implementation = "batched",
-    compiled: bool = False,
+    compiled: bool | str = False,
 ) -> ProxyBatch:
     """The classifier inputs of one training step (see :class:`ProxyBatch` for the layout).
 
@@ -1027,13 +1070,20 @@ def make_proxy_batch(
     Args:
         images: float (B, 3, H, W) in [0, 1] on any device.
         variant: one of :data:`VARIANTS`.
-        generator: ``torch.Generator`` on the images' device; same seed, same batch.
+        generator: ``torch.Generator`` on the images' device, or on the CPU for images on a
+            GPU: the parameters (a few hundred numbers) are then drawn on the CPU and sent in
+            one pinned copy (:func:`move_params`), which spares the GPU about 150 tiny kernel
+            launches per batch; training does this. Same seed and device, same batch.
         patch_size: crop side for the patch (localization) model, e.g. 64; None = whole image.
         whole_image_aug: the whole-image transform, or None to switch it off.
         aspect_sampling: CutPaste aspect sampling, "log_uniform" or "two_interval".
         implementation: "batched" (training) or "per_image" (readable reference, same output).
         compiled: run the pixel stage through ``torch.compile`` (batched only; meant for CUDA,
-            where it fuses hundreds of small kernels; same pixels up to float rounding).
+            where it fuses hundreds of small kernels; same pixels up to float rounding). True
+            means mode "reduce-overhead" on CUDA (the fused kernels replayed as one CUDA graph;
+            the returned tensors are overwritten by the next call, so use each batch before
+            asking for the next, as training does) and "default" on the CPU; a string is taken
+            as the mode itself.
     """
     _check_variant(variant)
     _check_images(images, generator)
@@ -1054,7 +1104,13 @@ def make_proxy_batch(
         scar_length=None if variant == "cutpaste" else SCAR_LENGTH,
         scale=scar_scale((H, W)),
     )
-    apply = _compiled_apply() if compiled and implementation == "batched" else apply_proxy_params
+    if generator.device != images.device:  # drawn on the CPU: one pinned copy to the images
+        params = move_params(params, images.device)
+    apply = apply_proxy_params
+    if compiled and implementation == "batched":
+        if compiled is True:  # on a GPU the fused kernels are also replayed as a CUDA graph
+            compiled = "reduce-overhead" if images.is_cuda else "default"
+        apply = _compiled_apply(compiled)
     return apply(
         images, params, variant, patch_size=patch_size,
         whole_hue=whole_image_aug is not None and whole_image_aug.hue > 0,
@@ -1087,8 +1143,8 @@ def _check_images(images: Tensor, generator: torch.Generator) -> None:
         raise TypeError(
             "generator must be a torch.Generator (e.g. torch.Generator(device).manual_seed(0))"
         )
-    if generator.device.type != images.device.type:
+    if generator.device.type not in (images.device.type, "cpu"):
         raise ValueError(
             f"generator is on {generator.device} but images are on {images.device}: "
-            f"create it with torch.Generator(device={str(images.device)!r})"
+            f"create it with torch.Generator(device={str(images.device)!r}) or on the CPU"
         )

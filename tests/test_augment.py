@@ -398,11 +398,42 @@ def test_bad_inputs_give_clear_errors():
         )
 
 
+def test_move_params_keeps_structure_values_and_none():
+    g = gen(40)
+    p = A.sample_proxy_params(4, (32, 32), "union", generator=g, patch_size=16)
+    q = A.move_params(p, torch.device("cpu"))
+    assert (
+        type(q) is A.ProxyParams
+        and type(q.paste) is A.PasteParams
+        and type(q.whole) is A.WholeImageParams
+    )
+    for a, b in zip(
+        [*p.paste, *p.whole, p.crop, p.is_cutpaste], [*q.paste, *q.whole, q.crop, q.is_cutpaste]
+    ):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    r = A.move_params(p._replace(whole=None, crop=None), torch.device("cpu"))
+    assert r.whole is None and r.crop is None
+
+
+@pytest.mark.gpu
+def test_cuda_images_with_cpu_drawn_parameters_match_the_cpu_batch():
+    """Training draws parameters on the CPU: the same seed gives the same batch on either device."""
+    x = textures(8, 64, 64, seed=33)
+    a = A.make_proxy_batch(x, "3way", generator=gen(6))
+    b = A.make_proxy_batch(x.cuda(), "3way", generator=gen(6))
+    assert b.images.is_cuda and torch.equal(a.labels, b.labels.cpu())
+    assert (a.masks != b.masks.cpu()).float().mean() < 1e-3  # cos/sin may differ in the last bit
+    both = (a.masks & b.masks.cpu()).expand(-1, 3, -1, -1)
+    assert ((a.images - b.images.cpu()).abs()[both] > 1e-4).float().mean() < 1e-2
+    torch.testing.assert_close(a.images[:8], b.images[:8].cpu(), atol=1e-5, rtol=0)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", A.VARIANTS)
-def test_cuda_proxy_batch_never_waits_for_the_device(variant):
+@pytest.mark.parametrize("sampler", ["cpu", "cuda"])
+def test_cuda_proxy_batch_never_waits_for_the_device(variant, sampler):
     x = textures(8, 64, 64, seed=31).cuda()
-    g = gen(5, "cuda")
+    g = gen(5, sampler)
     A.make_proxy_batch(x, variant, generator=g)  # warm-up (first-call allocations)
     torch.cuda.set_sync_debug_mode("error")  # any host-device sync raises
     try:
