@@ -37,14 +37,15 @@ step augment 120 "$PY" benchmarks/augment.py --device cuda
 step profile 240 "$PY" benchmarks/profile_step.py --device cuda
 step train_eager 100 "$PY" benchmarks/train_throughput.py --device cuda
 step gpu_tests 150 "$PY" -m pytest -q -m gpu tests -p no:cacheprovider -rs ${GPU_TESTS:-}
-step train_compiled 180 "$PY" benchmarks/train_throughput.py --device cuda --compile
+step train_compiled 180 "$PY" benchmarks/train_throughput.py --device cuda --compile --compile-mode reduce-overhead
+step train_compiled_nograph 180 "$PY" benchmarks/train_throughput.py --device cuda --compile
 step density 60 "$PY" benchmarks/density.py --device cuda
 step localize 90 "$PY" benchmarks/localize.py --device cuda
 if [ -d "${DATA:-data/synthetic_fast}" ] && { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" train_cli "* ]]; }; then  # end to end through the CLI, as a user runs it
     step train_cli 150 bash -c "
         $PY -m cutpaste_lib train --data ${DATA:-data/synthetic_fast} --category synth_grid \
             --steps ${STEPS:-1500} --image-size 256 --device cuda --out /tmp/cutpaste_run --log-every 500 \
-            --no-progress --overwrite &&
+            --no-progress --overwrite ${TRAIN_FLAGS:-} &&
         $PY -m cutpaste_lib evaluate --checkpoint /tmp/cutpaste_run/checkpoint.pt \
             --data ${DATA:-data/synthetic_fast} --category synth_grid --device cuda --out /tmp/cutpaste_run/eval"
 fi

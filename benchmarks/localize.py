@@ -166,9 +166,9 @@ def main() -> None:
     print("| path | images | seconds / image | images/s | speed-up |")
     print("|---|---:|---:|---:|---:|")
     print(
-        f"| per-patch loop (baseline) | {n_base} | {base_s / n_base:.2f} | {base_ips:.4f} | 1.0x |"
+        f"| per-patch loop (baseline) | {n_base} | {base_s / n_base:.3g} | {base_ips:.3g} | 1.0x |"
     )
-    print(f"| batched `score_images` (ours) | {n_ours} | {ours_s / n_ours:.2f} | {ours_ips:.4f} | "
+    print(f"| batched `score_images` (ours) | {n_ours} | {ours_s / n_ours:.3g} | {ours_ips:.3g} | "
           f"{ours_ips / base_ips:.1f}x |")  # fmt: skip
 
 

@@ -33,7 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cutpaste_lib.augment import VARIANTS  # noqa: E402
 from cutpaste_lib.config import resolve_device  # noqa: E402
 from cutpaste_lib.model import CutPasteModel  # noqa: E402
-from cutpaste_lib.train import TrainConfig, optimization_step, proxy_step  # noqa: E402
+from cutpaste_lib.train import (  # noqa: E402
+    TrainConfig,
+    compile_model,
+    optimization_step,
+    proxy_step,
+)
 
 PAPER_STEPS = 65_536
 
@@ -62,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the model and the augmentation"
     )
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode of the model (default: as training, i.e. "
+                             "reduce-overhead on CUDA)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     args = parser.parse_args(argv)
     try:
@@ -81,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = CutPasteModel(encoder=args.encoder, num_classes=config.num_classes)
     model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format).train()
-    model_fn = torch.compile(model) if args.compile else model
+    model_fn = model
+    if args.compile:
+        model_fn = (compile_model(model, device) if args.compile_mode is None
+                    else torch.compile(model, mode=args.compile_mode))  # fmt: skip
+    mode = args.compile_mode or ("reduce-overhead" if cuda else "default")
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=3e-5)
     generator = torch.Generator(device=device).manual_seed(0)
     cache = torch.randint(0, 256, (args.cache_images, 3, size, size), dtype=torch.uint8,
@@ -114,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if cuda else (platform.processor() or "cpu")
     precision = "bf16 autocast + channels_last" if cuda else "fp32"
     print(f"# training throughput: {config.variant}, {args.encoder}, {originals} originals -> {n} "
-          f"classifier inputs per step, {size} px, {precision}{', compiled' if args.compile else ''}")  # fmt: skip
+          f"classifier inputs per step, {size} px, {precision}{f', compiled ({mode})' if args.compile else ''}")  # fmt: skip
     print(f"device: {device} ({name}), threads: {torch.get_num_threads()}, torch {torch.__version__}, "
           f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; median of {blocks} blocks of "
           f"{steps_per_block} steps")  # fmt: skip

@@ -990,8 +990,11 @@ def apply_proxy_params(
             images_out[B:], params.paste, kind=params.is_cutpaste, implementation="per_image"
         )
         images_out[B:], masks_out[B:] = aug.images, aug.masks
-    labels = torch.arange(k, device=x.device).repeat_interleave(B)
-    return ProxyBatch(images_out, labels, masks_out)
+    return ProxyBatch(images_out, _labels(k, B, x.device), masks_out)
+
+
+def _labels(k: int, batch: int, device: torch.device) -> Tensor:
+    return torch.arange(k, device=device).repeat_interleave(batch)
 
 
 _COMPILED: dict[str, Callable[..., ProxyBatch]] = {}
@@ -1104,13 +1107,20 @@ def make_proxy_batch(
         scar_length=None if variant == "cutpaste" else SCAR_LENGTH,
         scale=scar_scale((H, W)),
     )
-    if generator.device != images.device:  # drawn on the CPU: one pinned copy to the images
+    if generator.device.type == "cpu" and images.device.type != "cpu":  # one pinned copy
         params = move_params(params, images.device)
     apply = apply_proxy_params
     if compiled and implementation == "batched":
+        # labels made outside the graph: they outlive the model's own CUDA graphs in a step
         if compiled is True:  # on a GPU the fused kernels are also replayed as a CUDA graph
             compiled = "reduce-overhead" if images.is_cuda else "default"
         apply = _compiled_apply(compiled)
+        out = apply(
+            images, params, variant, patch_size=patch_size,
+            whole_hue=whole_image_aug is not None and whole_image_aug.hue > 0,
+            max_pixels=bound, implementation=implementation,
+        )  # fmt: skip
+        return ProxyBatch(out.images, _labels(num_classes(variant), B, images.device), out.masks)
     return apply(
         images, params, variant, patch_size=patch_size,
         whole_hue=whole_image_aug is not None and whole_image_aug.hue > 0,

@@ -124,6 +124,7 @@ class GridSettings:
     encoder: str = "resnet18"
     pretrained: bool = False
     weights: str | None = None
+    compile: bool = False  # torch.compile + CUDA graphs on a GPU (speed only, same protocol)
 
     @classmethod
     def paper(cls) -> GridSettings:
@@ -980,6 +981,7 @@ def train_evaluate_job(spec: JobSpec) -> dict:
         device=spec.device,
         pretrained=s.pretrained,
         weights=s.weights,
+        compile=s.compile,
     )
     model = None
     if (spec.job_dir / "checkpoint.pt").is_file():

@@ -52,7 +52,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -102,8 +102,9 @@ class TrainConfig:
         log_every: steps between host reads of loss/accuracy (progress bar, TensorBoard, NaN check).
         checkpoint_every: steps between checkpoints (one is always written at the end).
         deterministic: deterministic algorithms (slower on GPU).
-        compile: ``torch.compile`` the model and the augmentation's pixel stage (GPU: fuses the
-            augmentation's small kernels; costs a minute of compilation at the start).
+        compile: ``torch.compile`` the model and the augmentation's pixel stage; on CUDA both
+            are also replayed as CUDA graphs (mode "reduce-overhead"), so the CPU no longer
+            has to launch every kernel of every step. Costs a minute of compilation at start.
         pretrained, weights: ImageNet weights from the torch hub cache, or a state-dict file.
         head_depth, head_width, embedding_dim: projection head (8 x 512, 128-d).
         protocol: "scratch" (Table 1) or "transfer" (Table 3: head warm-up, then BN-frozen fine-tune).
@@ -245,7 +246,7 @@ def sample_originals(
     one pinned, non-blocking copy (no wait for the device).
     """
     idx = torch.randint(len(images), (batch_size,), generator=generator, device=generator.device)
-    if idx.device != images.device:
+    if idx.device.type != images.device.type:
         idx = (idx.pin_memory() if images.is_cuda else idx).to(images.device, non_blocking=True)
     return images[idx].float().div_(255.0)
 
@@ -270,6 +271,16 @@ def optimization_step(
     loss.backward()
     optimizer.step()
     return loss.detach(), (logits.detach().argmax(dim=1) == labels).sum()
+
+
+def compile_model(model: torch.nn.Module, device: torch.device) -> Callable[..., Any]:
+    """``torch.compile`` for training; on CUDA also replayed as CUDA graphs ("reduce-overhead").
+
+    Why the graphs: measured on an H200 (benchmarks/RESULTS.md), queuing the kernels of one
+    eager ResNet-18 step keeps a CPU core busy for 10 of the step's 11 ms, so any extra Python
+    work (the augmentation) makes the GPU wait. Replaying graphs takes the CPU out of the loop.
+    """
+    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else "default")
 
 
 def proxy_step(
@@ -534,7 +545,7 @@ def train(
             history = {k: list(state["history"][k]) for k in HISTORY_KEYS}
             start = int(state["step"])
         images = cache.images.to(device)
-        model_fn = torch.compile(model) if config.compile else model
+        model_fn = compile_model(model, device) if config.compile else model
 
         writer = None
         if out is not None:

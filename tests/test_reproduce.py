@@ -571,6 +571,28 @@ def test_cli_validates_flags(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_forwards_compile_and_sizes_to_the_grid(tmp_path, monkeypatch):
+    from cutpaste_lib import cli
+
+    root = make_root(tmp_path, ["tile"])
+    seen = {}
+
+    def fake_run_grid(data, out, **kw):
+        seen.update(kw)
+        raise SystemExit(0)  # stop before any training
+
+    monkeypatch.setattr(reproduce, "run_grid", fake_run_grid)
+    base = ["reproduce", "--data", str(root), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    for extra, expected in (([], False), (["--compile"], True)):
+        with pytest.raises(SystemExit):
+            cli.main([*base, "--steps", "7", *extra])
+        assert seen["settings"].compile is expected and seen["settings"].steps == 7
+    (tmp_path / "x.csv").write_text("category\n")
+    code = cli.main(["reproduce", "--merge", str(tmp_path / "x.csv"), "--out", str(tmp_path / "m"),
+                     "--compile"])  # fmt: skip
+    assert code == 2 and not (tmp_path / "m").exists()
+
+
 def test_cli_merge(tmp_path, capsys):
     from cutpaste_lib import cli
 

@@ -20,6 +20,7 @@ from cutpaste_lib.errors import CheckpointError, TrainingDivergedError
 from cutpaste_lib.train import (
     CHECKPOINT_NAME,
     TrainConfig,
+    compile_model,
     load_checkpoint,
     lr_schedule,
     proxy_confusion,
@@ -330,10 +331,10 @@ def test_cuda_training_step_never_waits_for_the_device(compiled):
                          compile=compiled)  # fmt: skip
     images = tiny_cache(size=64).images.cuda()
     model = CutPasteModel(**config.model_config()).cuda().to(memory_format=torch.channels_last)
-    model_fn = torch.compile(model) if compiled else model
+    model_fn = compile_model(model, torch.device("cuda")) if compiled else model  # as train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)  # on the CPU, as train() draws its parameters
-    for _ in range(2):  # warm-up: cuDNN, allocator, compilation
+    for _ in range(3):  # warm-up: cuDNN, allocator, compilation, CUDA-graph recording
         proxy_step(model_fn, optimizer, images, config, generator=g)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

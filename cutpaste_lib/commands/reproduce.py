@@ -127,6 +127,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=_args.positive_int,
         help="cap on GPU workers (or number of CPU worker processes)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each model and its augmentation, replayed as CUDA graphs on a GPU "
+        "(H200: 8.7 ms per paper step instead of 16-23 ms; about a minute to compile per job)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -152,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.merge:
         used = [f"--{f.replace('_', '-')}" for f in _GRID_FLAGS if getattr(args, f) is not None]
-        used += [f"--{f}" for f in ("patch", "pretrained") if getattr(args, f)]
+        used += [f"--{f}" for f in ("patch", "pretrained", "compile") if getattr(args, f)]
         if used:
             raise UserError(
                 f"--merge combines CSVs and takes no grid flags (got {', '.join(used)})"
@@ -180,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.pretrained:
         overrides.update(pretrained=True, weights=str(args.weights) if args.weights else None)
+    if args.compile:
+        overrides.update(compile=True)
     try:
         settings = dataclasses.replace(base, **overrides)
     except ValueError as exc:
