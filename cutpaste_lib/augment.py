@@ -1111,21 +1111,17 @@ def make_proxy_batch(
         params = move_params(params, images.device)
     apply = apply_proxy_params
     if compiled and implementation == "batched":
-        # labels made outside the graph: they outlive the model's own CUDA graphs in a step
         if compiled is True:  # on a GPU the fused kernels are also replayed as a CUDA graph
             compiled = "reduce-overhead" if images.is_cuda else "default"
         apply = _compiled_apply(compiled)
-        out = apply(
-            images, params, variant, patch_size=patch_size,
-            whole_hue=whole_image_aug is not None and whole_image_aug.hue > 0,
-            max_pixels=bound, implementation=implementation,
-        )  # fmt: skip
-        return ProxyBatch(out.images, _labels(num_classes(variant), B, images.device), out.masks)
-    return apply(
+    out = apply(
         images, params, variant, patch_size=patch_size,
         whole_hue=whole_image_aug is not None and whole_image_aug.hue > 0,
         max_pixels=bound, implementation=implementation,
     )  # fmt: skip
+    # labels made here, outside any compiled graph: they must outlive the model's own CUDA
+    # graphs within a training step (a graph's outputs are overwritten by its next replay)
+    return out._replace(labels=_labels(num_classes(variant), B, images.device))
 
 
 # ====== checks ======
