@@ -115,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("batched, torch.compile", timed(batch("batched", True), device, repeats,
                                                      warmup=3)))  # fmt: skip
     rows.append(("per_image", timed(batch("per_image"), device, max(1, repeats // 2))))
+
+    def draw():  # the CPU-side part of a batched batch: draw the parameters, send them over
+        params = augment.sample_proxy_params(
+            originals, (size, size), args.variant, generator=sampler
+        )
+        return augment.move_params(params, device)
+
+    draw_ms = timed(draw, device, max(repeats, 20))
     step_ms = None
     if not args.no_step:
         # CPU steps are slow: one warm-up and one timed step are enough to see the ratio
@@ -148,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         if step_ms is not None:
             line += f" {ms / step_ms:.1%} |"
         print(line)
+    tail = " |" if step_ms is not None else ""
+    print(
+        f"| (of which: drawing the parameters on the CPU and copying them) | {draw_ms:.2f} | |{tail}"
+    )
     if step_ms is not None:
         precision = "bf16 autocast, channels_last" if device.type == "cuda" else "fp32"
         print(f"| ResNet-18 training step ({precision}) | {step_ms:.1f} | | 100% |")

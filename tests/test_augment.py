@@ -77,6 +77,20 @@ def test_batched_jitter_without_hue_promise_equals_full_computation():
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("mags", [(0.1, 0.1, 0.1, 0.1), (0.4, 0.0, 0.3, 0.5), (1.5, 0.2, 0.0, 0.0)])
+def test_jitter_factors_are_the_bounds_applied_column_by_column(mags):
+    """The CPU path (two whole-tensor ops) gives bit for bit the per-column arithmetic."""
+    f, _ = A.sample_jitter(37, generator=gen(11), brightness=mags[0], contrast=mags[1],
+                           saturation=mags[2], hue=mags[3])  # fmt: skip
+    u = torch.rand((37, 4), generator=gen(11))
+    low = (max(0.0, 1 - mags[0]), max(0.0, 1 - mags[1]), max(0.0, 1 - mags[2]), -mags[3])
+    high = (1 + mags[0], 1 + mags[1], 1 + mags[2], mags[3])
+    ref = torch.stack([lo + (hi - lo) * u[:, k] for k, (lo, hi) in enumerate(zip(low, high))], 1)
+    assert torch.equal(f, ref)
+    assert torch.equal(f[:, [m == 0 for m in mags]], ref.new_tensor(
+        [[v for v, m in zip((1.0, 1.0, 1.0, 0.0), mags) if m == 0]]).expand(37, -1))  # fmt: skip
+
+
 def test_jitter_order_matters_and_is_a_permutation():
     _, order = A.sample_jitter(2000, generator=gen(3))
     assert torch.equal(order.sort(dim=1).values, torch.arange(4).expand(2000, 4))
