@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cutpaste_lib.augment import VARIANTS  # noqa: E402
-from cutpaste_lib.config import resolve_device  # noqa: E402
+from cutpaste_lib.config import compile_mode, resolve_device  # noqa: E402
 from cutpaste_lib.model import CutPasteModel  # noqa: E402
 from cutpaste_lib.train import (  # noqa: E402
     TrainConfig,
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         model_fn = (compile_model(model, device) if args.compile_mode is None
                     else torch.compile(model, mode=args.compile_mode))  # fmt: skip
-    mode = args.compile_mode or ("reduce-overhead" if cuda else "default")
+    mode = args.compile_mode or compile_mode(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=3e-5)
     generator = torch.Generator(device=device).manual_seed(0)
     cache = torch.randint(0, 256, (args.cache_images, 3, size, size), dtype=torch.uint8,

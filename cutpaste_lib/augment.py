@@ -69,6 +69,8 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torch import Tensor
 
+from cutpaste_lib.config import compile_mode
+
 VARIANTS: tuple[str, ...] = ("cutpaste", "scar", "union", "3way")
 Variant = Literal["cutpaste", "scar", "union", "3way"]
 Implementation = Literal["batched", "per_image"]
@@ -415,7 +417,7 @@ def _jitter_steps(
     return x
 
 
-def jitter_batched(x: Tensor, factors: Tensor, order: Tensor, *, hue: bool | None = None) -> Tensor:
+def jitter_batched(x: Tensor, factors: Tensor, order: Tensor, *, hue: bool = True) -> Tensor:
     """Colour jitter of whole images (B, 3, H, W), each with its own factors and op order.
 
     Same result as :func:`jitter_one` image by image (torchvision's functional ops), computed
@@ -425,8 +427,7 @@ def jitter_batched(x: Tensor, factors: Tensor, order: Tensor, *, hue: bool | Non
     default computes it and keeps it where a shift is non-zero.
     """
     return _jitter_steps(
-        x, factors, order, lambda g: g.mean(dim=(-3, -2, -1), keepdim=True),
-        hue=True if hue is None else hue,
+        x, factors, order, lambda g: g.mean(dim=(-3, -2, -1), keepdim=True), hue=hue
     )  # fmt: skip
 
 
@@ -563,14 +564,13 @@ def _paste_windows(
     sw = ((torch.ceil(p.dst_x + ext_x).long() + 1).clamp(max=W) - x0).clamp(min=1)
     if max_pixels is None:
         max_pixels = int((sh * sw).max()) if M else 1  # host sync
-    elif (
-        dev.type == "cpu" and M and not torch.compiler.is_compiling()
-        and int((sh * sw).max()) > max_pixels
-    ):  # a free check on the CPU  # fmt: skip
-        raise ValueError(
-            f"a paste needs {int((sh * sw).max())} pixels but max_pixels={max_pixels}: "
-            "the bound does not cover the sampling ranges"
-        )
+    elif dev.type == "cpu" and M and not torch.compiler.is_compiling():  # free on the CPU
+        needed = int((sh * sw).max())
+        if needed > max_pixels:
+            raise ValueError(
+                f"a paste needs {needed} pixels but max_pixels={max_pixels}: "
+                "the bound does not cover the sampling ranges"
+            )
     k = torch.arange(max_pixels, device=dev)
     r, c = k // sw.view(M, 1), k % sw.view(M, 1)  # (M, P)
     in_window = r < sh.view(M, 1)
@@ -817,7 +817,7 @@ def apply_whole_image(
     p: WholeImageParams,
     *,
     implementation: Implementation = "batched",
-    hue: bool | None = None,
+    hue: bool = True,
 ) -> Tensor:
     """Shift each image by (shift_y, shift_x) with reflection, then colour-jitter it.
 
@@ -1126,16 +1126,17 @@ def make_proxy_batch(
         params = move_params(params, images.device)
     apply = apply_proxy_params
     if compiled and implementation == "batched":
-        if compiled is True:  # on a GPU the fused kernels are also replayed as a CUDA graph
-            compiled = "reduce-overhead" if images.is_cuda else "default"
-        apply = _compiled_apply(compiled)
+        # True: on a GPU the fused kernels are also replayed as a CUDA graph
+        apply = _compiled_apply(compile_mode(images.device) if compiled is True else compiled)
     out = apply(
         images, params, variant, patch_size=patch_size,
         whole_hue=whole_image_aug is not None and whole_image_aug.hue > 0,
         max_pixels=bound, implementation=implementation,
     )  # fmt: skip
-    # labels made here, outside any compiled graph: they must outlive the model's own CUDA
-    # graphs within a training step (a graph's outputs are overwritten by its next replay)
+    if apply is apply_proxy_params:
+        return out
+    # labels made outside the compiled graph: they must outlive the model's own CUDA graphs
+    # within a training step (a graph's outputs are overwritten by its next replay)
     return out._replace(labels=_labels(num_classes(variant), B, images.device))
 
 

@@ -110,3 +110,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine")
     return dev
+
+
+def compile_mode(device: torch.device) -> str:
+    """The ``torch.compile`` mode this library trains with on ``device``.
+
+    On CUDA "reduce-overhead": the compiled kernels are also replayed as CUDA graphs, because
+    measured on an H200 (benchmarks/RESULTS.md) Python needs about as long to queue an eager
+    ResNet-18 step as the GPU needs to run it. Elsewhere "default".
+    """
+    return "reduce-overhead" if torch.device(device).type == "cuda" else "default"

@@ -64,7 +64,7 @@ from tqdm import tqdm
 
 from cutpaste_lib import io
 from cutpaste_lib.augment import VARIANTS, make_proxy_batch, num_classes, views_per_image
-from cutpaste_lib.config import resolve_device
+from cutpaste_lib.config import compile_mode, resolve_device
 from cutpaste_lib.data import ImageCache, normalize
 from cutpaste_lib.errors import CheckpointError, TrainingDivergedError
 from cutpaste_lib.model import CutPasteModel, build_model, check_encoder_name, eval_mode
@@ -280,7 +280,7 @@ def compile_model(model: torch.nn.Module, device: torch.device) -> Callable[...,
     eager ResNet-18 step keeps a CPU core busy for 10 of the step's 11 ms, so any extra Python
     work (the augmentation) makes the GPU wait. Replaying graphs takes the CPU out of the loop.
     """
-    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else "default")
+    return torch.compile(model, mode=compile_mode(device))
 
 
 def proxy_step(

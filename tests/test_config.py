@@ -53,3 +53,9 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             config.resolve_device("cuda")
+
+
+def test_compile_mode_uses_cuda_graphs_only_on_cuda():
+    assert config.compile_mode(torch.device("cuda:1")) == "reduce-overhead"
+    assert config.compile_mode("cuda") == "reduce-overhead"
+    assert config.compile_mode(torch.device("cpu")) == "default"
