@@ -117,12 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("per_image", timed(batch("per_image"), device, max(1, repeats // 2))))
 
     def draw():  # the CPU-side part of a batched batch: draw the parameters, send them over
-        params = augment.sample_proxy_params(
-            originals, (size, size), args.variant, generator=sampler
+        return augment.sample_proxy_params(
+            originals, (size, size), args.variant, generator=sampler, device=device
         )
-        return augment.move_params(params, device)
 
-    draw_ms = timed(draw, device, max(repeats, 20))
+    draw_ms = timed(draw, device, max(repeats, 20), warmup=5)
+    # baseline for the drawing: the same numbers with torch arithmetic on tiny tensors (what the
+    # samplers did before their NumPy path; bit-identical results, tested)
+    augment._HOST_ARITHMETIC = False
+    try:
+        draw_torch_ms = timed(draw, device, max(repeats, 20), warmup=5)
+    finally:
+        augment._HOST_ARITHMETIC = True
     step_ms = None
     if not args.no_step:
         # CPU steps are slow: one warm-up and one timed step are enough to see the ratio
@@ -159,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     tail = " |" if step_ms is not None else ""
     print(
         f"| (of which: drawing the parameters on the CPU and copying them) | {draw_ms:.2f} | |{tail}"
+    )
+    print(
+        f"| (the same drawing with torch arithmetic, the baseline) | {draw_torch_ms:.2f} | "
+        f"{draw_torch_ms / draw_ms:.1f}x the NumPy path |{tail}"
     )
     if step_ms is not None:
         precision = "bf16 autocast, channels_last" if device.type == "cuda" else "fp32"

@@ -16,6 +16,12 @@ One parameter sampler (:func:`sample_cutpaste_params`, :func:`sample_scar_params
   on a GPU the CPU queues the next batch while the previous training step still runs. This
   is what training uses.
 
+The samplers draw every number of a batch first and then do a few dozen operations on arrays
+of about 32 numbers. With a CPU generator (what training uses, also for a GPU) that arithmetic
+runs in NumPy on one ``torch.rand`` draw, because a torch operation on such a tiny tensor costs
+more in dispatch than the arithmetic; with a GPU generator it runs in torch on the device. On
+the same draws both give the same parameters bit for bit (tested).
+
 Geometry of a paste. A rectangle of ``height`` x ``width`` pixels (rows x columns) is read at
 the source centre and written, rotated by ``angle`` degrees (counter-clockwise as displayed),
 at the destination centre. Pixel ``(i, j)`` covers ``[i, i+1) x [j, j+1)``; a destination
@@ -64,6 +70,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
@@ -156,6 +163,144 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
     return torch.rand(shape, generator=generator, device=generator.device)
 
 
+class _ArrayOps(NamedTuple):
+    """The handful of array functions the samplers' arithmetic needs, for NumPy or torch.
+
+    The samplers are written once against these. With a CPU generator (training draws there)
+    they run on NumPy views of the drawn uniforms: a proxy batch needs a few hundred numbers,
+    a torch op on such tiny tensors costs about 8 microseconds of dispatch and a NumPy op 1-2,
+    and this CPU time is paid at every training step. Elsewhere they run on torch tensors, so
+    a GPU generator never sends anything to the host. Both give bit-identical float32 results
+    (IEEE-rounded +, -, *, /, sqrt, floor, round-half-even, stable argsort; the exponential
+    and the trigonometry are torch's in both), which a test checks.
+    """
+
+    array: Callable[[Tensor], Any]  # torch tensor -> working array
+    tensor: Callable[[Any], Tensor]  # working array -> torch tensor
+    sqrt: Callable[[Any], Any]
+    floor: Callable[[Any], Any]
+    exp: Callable[[Any], Any]
+    abs_cos_sin_deg: Callable[[Any], tuple[Any, Any]]  # degrees -> (|cos|, |sin|)
+    clip: Callable[[Any, Any, Any], Any]  # (x, low or None, high or None)
+    minimum: Callable[[Any, Any], Any]
+    where: Callable[[Any, Any, Any], Any]
+    stack: Callable[[list[Any]], Any]  # columns (B,) -> (B, k)
+    concatenate: Callable[[list[Any]], Any]  # along the first axis
+    full: Callable[[int, bool, Any], Any]  # (n, flag, an array on the device) -> bool (n,)
+    argsort: Callable[[Any], Any]  # stable, along the last axis
+    first_true: Callable[[Any], Any]  # bool (B, T) -> index of the first True per row (0: none)
+    take: Callable[[Any, Any], Any]  # (x (B, T), that index) -> (B,)
+    to_long: Callable[[Any], Any]
+
+
+def _abs_cos_sin_deg(angle: Tensor) -> tuple[Tensor, Tensor]:
+    theta = torch.deg2rad(angle)
+    return torch.cos(theta).abs(), torch.sin(theta).abs()
+
+
+_TORCH_OPS = _ArrayOps(
+    array=lambda t: t,
+    tensor=lambda t: t,
+    sqrt=torch.sqrt,
+    floor=torch.floor,
+    exp=torch.exp,
+    abs_cos_sin_deg=_abs_cos_sin_deg,
+    clip=torch.clamp,
+    minimum=torch.minimum,
+    where=torch.where,
+    stack=lambda cols: torch.stack(cols, dim=1),
+    concatenate=torch.cat,
+    full=lambda n, flag, like: torch.full((n,), flag, device=like.device),
+    argsort=lambda x: x.argsort(dim=-1, stable=True),
+    first_true=lambda m: m.float().argmax(dim=1, keepdim=True),
+    take=lambda x, i: x.gather(1, i).squeeze(1),
+    to_long=lambda x: x.long(),
+)
+
+
+def _np_clip(x: np.ndarray, low: Any, high: Any) -> np.ndarray:
+    """``np.clip`` as two plain ufuncs (np.clip's own wrapper costs more than the work here)."""
+    if low is not None:
+        x = np.maximum(x, low)
+    return x if high is None else np.minimum(x, high)
+
+
+_NUMPY_OPS = _ArrayOps(
+    array=lambda t: t.numpy(),
+    tensor=torch.from_numpy,
+    sqrt=np.sqrt,
+    floor=np.floor,
+    exp=lambda x: torch.exp(torch.from_numpy(x)).numpy(),
+    abs_cos_sin_deg=lambda a: tuple(t.numpy() for t in _abs_cos_sin_deg(torch.from_numpy(a))),
+    clip=_np_clip,
+    minimum=np.minimum,
+    where=np.where,
+    stack=lambda cols: np.stack(cols, axis=1),
+    concatenate=np.concatenate,
+    full=lambda n, flag, like: np.full(n, flag),
+    argsort=lambda x: np.argsort(x, axis=-1, kind="stable"),
+    first_true=lambda m: m.argmax(axis=1),
+    take=lambda x, i: x[np.arange(len(x)), i],
+    to_long=lambda x: x.astype(np.int64),
+)
+_HOST_ARITHMETIC = True  # False: torch arithmetic for CPU draws too (the tests compare both)
+
+
+class _Uniforms:
+    """U[0, 1) float32 numbers in draw order, as arrays of the samplers' arithmetic.
+
+    ``draw(*shape)`` hands out the next numbers. On the CPU, given the ``count`` a sampler will
+    need, they all come from one ``torch.rand(count)`` sliced in order: the CPU generator
+    fills a tensor number by number, so this equals drawing piece by piece (tested), for one
+    dispatch instead of a dozen. Elsewhere each piece is its own ``torch.rand`` on the device.
+    """
+
+    def __init__(self, generator: torch.Generator, count: int) -> None:
+        self.generator = generator
+        self.xp = _NUMPY_OPS if _HOST_ARITHMETIC and generator.device.type == "cpu" else _TORCH_OPS
+        self.count = count
+        self.used = 0
+        self._flat = _rand((count,), generator).numpy() if self.xp is _NUMPY_OPS else None
+
+    def __call__(self, *shape: int) -> Any:
+        n = math.prod(shape)
+        if self.used + n > self.count:
+            raise AssertionError(f"sampler drew more than the {self.count} numbers it announced")
+        self.used += n
+        if self._flat is None:
+            return _rand(shape, self.generator)
+        return self._flat[self.used - n : self.used].reshape(shape)
+
+    def check(self) -> None:
+        """Exactly the announced numbers were drawn (a miscount would shift every later number
+        of the seed)."""
+        if self.used != self.count:
+            raise AssertionError(f"sampler drew {self.used} numbers, announced {self.count}")
+
+    def finish(self, out: Any) -> Any:
+        """``out`` with torch tensors for its arrays, after :meth:`check`."""
+        self.check()
+        return _map_arrays(out, self.xp.tensor)
+
+
+def _map_arrays(node: Any, fn: Callable[[Any], Any]) -> Any:
+    """``fn`` applied to every tensor or NumPy array of a nest of (named) tuples."""
+    if isinstance(node, (Tensor, np.ndarray)):
+        return fn(node)
+    if isinstance(node, tuple):
+        children = (_map_arrays(child, fn) for child in node)
+        return type(node)(*children) if hasattr(node, "_fields") else tuple(children)
+    return node
+
+
+def _check_jitter(brightness: float, contrast: float, saturation: float, hue: float) -> None:
+    for name, m in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+        if m < 0:
+            raise ValueError(f"{name} jitter must be >= 0, got {m}")
+    if not 0 <= hue <= 0.5:
+        raise ValueError(f"hue jitter must be in [0, 0.5], got {hue}")
+
+
 def sample_jitter(
     batch: int,
     *,
@@ -171,33 +316,39 @@ def sample_jitter(
     U(-m, m) in turns of the colour wheel. A magnitude of 0 gives the identity factor exactly,
     and identity ops are skipped by both implementations.
     """
-    for name, m in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
-        if m < 0:
-            raise ValueError(f"{name} jitter must be >= 0, got {m}")
-    if not 0 <= hue <= 0.5:
-        raise ValueError(f"hue jitter must be in [0, 0.5], got {hue}")
-    low = (max(0.0, 1 - brightness), max(0.0, 1 - contrast), max(0.0, 1 - saturation), -hue)
-    high = (1 + brightness, 1 + contrast, 1 + saturation, hue)
-    u = _rand((batch, 4), generator)
-    if u.device.type == "cpu":  # training draws here: two whole-tensor ops instead of thirteen
-        lo_row, span_row = _bounds_rows(low, high, u.dtype)
+    _check_jitter(brightness, contrast, saturation, hue)
+    draw = _Uniforms(generator, _JITTER_DRAWS * batch)
+    out = _jitter(draw, batch, (brightness, contrast, saturation, hue))
+    return draw.finish(out)
+
+
+_JITTER_DRAWS = 8  # numbers per image: four factors, four sort keys for the order
+
+
+def _jitter(
+    draw: _Uniforms, batch: int, magnitudes: tuple[float, float, float, float]
+) -> tuple[Any, Any]:
+    xp = draw.xp
+    b, c, s, h = magnitudes
+    low = (max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h)
+    high = (1 + b, 1 + c, 1 + s, h)
+    u = draw(batch, 4)
+    if xp is _NUMPY_OPS:  # rows of bounds: two whole-array ops
+        lo_row, span_row = _bounds_rows(low, high)
         factors = span_row * u + lo_row  # the same float32 arithmetic as the columns below
     else:  # column by column with Python bounds: no small host-to-device copy (a sync on CUDA)
         factors = torch.stack(
             [lo + (hi - lo) * u[:, k] for k, (lo, hi) in enumerate(zip(low, high))], 1
         )
-    order = _rand((batch, 4), generator).argsort(dim=1)
+    order = xp.argsort(draw(batch, 4))
     return factors, order
 
 
 @functools.cache
-def _bounds_rows(
-    low: tuple[float, ...], high: tuple[float, ...], dtype: torch.dtype
-) -> tuple[Tensor, Tensor]:
-    """(1, 4) rows of the lower bounds and spans on the CPU, made once per magnitude setting."""
-    with torch.inference_mode(False):
-        lo = torch.tensor([low], dtype=dtype)
-        span = torch.tensor([[hi - lo_ for lo_, hi in zip(low, high)]], dtype=dtype)
+def _bounds_rows(low: tuple[float, ...], high: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(1, 4) float32 rows of the lower bounds and spans, made once per magnitude setting."""
+    lo = np.array([low], dtype=np.float32)
+    span = np.array([[hi - lo_ for lo_, hi in zip(low, high)]], dtype=np.float32)
     return lo, span
 
 
@@ -209,22 +360,39 @@ def sample_aspect(
     aspect_sampling: AspectSampling = "log_uniform",
 ) -> Tensor:
     """Aspect ratios (width / height): log-uniform, or uniform in (lo, 1) or (1, hi) with p = 1/2."""
+    _check_aspect(aspect_ratio, aspect_sampling)
+    draw = _Uniforms(generator, _aspect_draws(aspect_sampling) * math.prod(shape))
+    return draw.finish(_aspect(draw, shape, aspect_ratio, aspect_sampling))
+
+
+def _check_aspect(aspect_ratio: tuple[float, float], aspect_sampling: str) -> None:
     lo, hi = aspect_ratio
     if not 0 < lo < hi:
         raise ValueError(f"aspect_ratio must satisfy 0 < low < high, got {aspect_ratio}")
+    if aspect_sampling not in ("log_uniform", "two_interval"):
+        raise ValueError(
+            f"aspect_sampling must be 'log_uniform' or 'two_interval', got {aspect_sampling!r}"
+        )
+    if aspect_sampling == "two_interval" and not lo < 1 < hi:
+        raise ValueError(f"two_interval aspect sampling needs low < 1 < high, got {aspect_ratio}")
+
+
+def _aspect_draws(aspect_sampling: str) -> int:
+    return 1 if aspect_sampling == "log_uniform" else 2  # two_interval: a coin and a position
+
+
+def _aspect(
+    draw: _Uniforms,
+    shape: tuple[int, ...],
+    aspect_ratio: tuple[float, float],
+    aspect_sampling: str,
+) -> Any:
+    lo, hi = aspect_ratio
     if aspect_sampling == "log_uniform":
-        return torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * _rand(shape, generator))
-    if aspect_sampling == "two_interval":
-        if not lo < 1 < hi:
-            raise ValueError(
-                f"two_interval aspect sampling needs low < 1 < high, got {aspect_ratio}"
-            )
-        pick_low = _rand(shape, generator) < 0.5
-        u = _rand(shape, generator)
-        return torch.where(pick_low, lo + (1 - lo) * u, 1 + (hi - 1) * u)
-    raise ValueError(
-        f"aspect_sampling must be 'log_uniform' or 'two_interval', got {aspect_sampling!r}"
-    )
+        return draw.xp.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * draw(*shape))
+    pick_low = draw(*shape) < 0.5
+    u = draw(*shape)
+    return draw.xp.where(pick_low, lo + (1 - lo) * u, 1 + (hi - 1) * u)
 
 
 def sample_cutpaste_params(
@@ -243,40 +411,63 @@ def sample_cutpaste_params(
     ``h = round(sqrt(area / aspect))``, ``w = round(sqrt(area * aspect))``; cut and paste
     corners uniform over the positions that keep the whole patch inside the image.
     """
-    H, W = size
+    _check_cutpaste(area_ratio, aspect_ratio, aspect_sampling, jitter)
+    draw = _Uniforms(generator, _cutpaste_draws(batch, aspect_sampling))
+    out = _cutpaste(draw, batch, size, area_ratio, aspect_ratio, aspect_sampling, jitter)
+    return draw.finish(out)
+
+
+def _check_cutpaste(
+    area_ratio: tuple[float, float],
+    aspect_ratio: tuple[float, float],
+    aspect_sampling: str,
+    jitter: float,
+) -> None:
     a0, a1 = area_ratio
     if not 0 < a0 <= a1 <= 1:
         raise ValueError(f"area_ratio must satisfy 0 < low <= high <= 1, got {area_ratio}")
+    _check_aspect(aspect_ratio, aspect_sampling)
+    _check_jitter(jitter, jitter, jitter, jitter)
+
+
+def _cutpaste_draws(batch: int, aspect_sampling: str) -> int:
+    return batch * (_MAX_TRIES * (1 + _aspect_draws(aspect_sampling)) + 4 + _JITTER_DRAWS)
+
+
+def _cutpaste(
+    draw: _Uniforms,
+    batch: int,
+    size: tuple[int, int],
+    area_ratio: tuple[float, float],
+    aspect_ratio: tuple[float, float],
+    aspect_sampling: str,
+    jitter: float,
+) -> PasteParams:
+    xp = draw.xp
+    H, W = size
+    a0, a1 = area_ratio
     shape = (batch, _MAX_TRIES)
-    area = (a0 + (a1 - a0) * _rand(shape, generator)) * (H * W)
-    aspect = sample_aspect(
-        shape, generator=generator, aspect_ratio=aspect_ratio, aspect_sampling=aspect_sampling
-    )
-    h = torch.sqrt(area / aspect).round().clamp(min=1)
-    w = torch.sqrt(area * aspect).round().clamp(min=1)
-    # first try that fits (argmax returns the first maximum); if none fits, clamp try 0
-    first = ((h <= H) & (w <= W)).float().argmax(dim=1, keepdim=True)
-    h = h.gather(1, first).squeeze(1).clamp(max=H)
-    w = w.gather(1, first).squeeze(1).clamp(max=W)
-    u = _rand((batch, 4), generator)
-    corners = torch.floor(u * torch.stack([H - h + 1, W - w + 1, H - h + 1, W - w + 1], dim=1))
-    corners = torch.minimum(corners, torch.stack([H - h, W - w, H - h, W - w], dim=1))
-    factors, order = sample_jitter(
-        batch,
-        generator=generator,
-        brightness=jitter,
-        contrast=jitter,
-        saturation=jitter,
-        hue=jitter,
-    )
+    area = (a0 + (a1 - a0) * draw(*shape)) * (H * W)
+    aspect = _aspect(draw, shape, aspect_ratio, aspect_sampling)
+    h = xp.clip(xp.sqrt(area / aspect).round(), 1, None)
+    w = xp.clip(xp.sqrt(area * aspect).round(), 1, None)
+    # first try that fits; if none fits, clamp try 0
+    first = xp.first_true((h <= H) & (w <= W))
+    h = xp.clip(xp.take(h, first), None, H)
+    w = xp.clip(xp.take(w, first), None, W)
+    # corners (cut y, x, paste y, x) uniform over the H-h+1 rows and W-w+1 columns that fit
+    room = xp.stack([H - h, W - w, H - h, W - w])
+    corners = xp.minimum(xp.floor(draw(batch, 4) * (room + 1)), room)
+    centres = corners + xp.stack([h, w, h, w]) / 2
+    factors, order = _jitter(draw, batch, (jitter,) * 4)
     return PasteParams(
         height=h,
         width=w,
-        angle=torch.zeros_like(h),
-        src_y=corners[:, 0] + h / 2,
-        src_x=corners[:, 1] + w / 2,
-        dst_y=corners[:, 2] + h / 2,
-        dst_x=corners[:, 3] + w / 2,
+        angle=h * 0,
+        src_y=centres[:, 0],
+        src_x=centres[:, 1],
+        dst_y=centres[:, 2],
+        dst_x=centres[:, 3],
         factors=factors,
         order=order,
     )
@@ -302,32 +493,46 @@ def sample_scar_params(
     angle ~ U(rotation) degrees. The unrotated scar is vertical (length along rows); the cut is
     axis-aligned and the rotated paste lies fully inside the image.
     """
-    H, W = size
     if not (0 < width[0] <= width[1] and 0 < length[0] <= length[1]):
         raise ValueError(f"scar width/length ranges must be positive, got {width}, {length}")
     if rotation[0] > rotation[1]:
         raise ValueError(f"rotation must be (low, high) degrees, got {rotation}")
-    u = _rand((batch, 7), generator)
-    w = ((width[0] + (width[1] - width[0]) * u[:, 0]) * scale).clamp(1, W)
-    l = ((length[0] + (length[1] - length[0]) * u[:, 1]) * scale).clamp(1, H)
+    _check_jitter(jitter, jitter, jitter, jitter)
+    draw = _Uniforms(generator, _SCAR_DRAWS * batch)
+    out = _scar(draw, batch, size, width, length, rotation, jitter, scale)
+    return draw.finish(out)
+
+
+_SCAR_DRAWS = 7 + _JITTER_DRAWS  # width, length, angle, cut centre (2), paste centre (2)
+
+
+def _scar(
+    draw: _Uniforms,
+    batch: int,
+    size: tuple[int, int],
+    width: tuple[float, float],
+    length: tuple[float, float],
+    rotation: tuple[float, float],
+    jitter: float,
+    scale: float,
+) -> PasteParams:
+    xp = draw.xp
+    H, W = size
+    u = draw(batch, 7)
+    factors, order = _jitter(draw, batch, (jitter,) * 4)
+    w = xp.clip((width[0] + (width[1] - width[0]) * u[:, 0]) * scale, 1, W)
+    l = xp.clip((length[0] + (length[1] - length[0]) * u[:, 1]) * scale, 1, H)
     angle = rotation[0] + (rotation[1] - rotation[0]) * u[:, 2]
-    ext_y, ext_x = _half_extents(l, w, angle)
-    factors, order = sample_jitter(
-        batch,
-        generator=generator,
-        brightness=jitter,
-        contrast=jitter,
-        saturation=jitter,
-        hue=jitter,
-    )
+    c, s = xp.abs_cos_sin_deg(angle)
+    ext_y, ext_x = 0.5 * (s * w + c * l), 0.5 * (c * w + s * l)  # as _half_extents
     return PasteParams(
         height=l,
         width=w,
         angle=angle,
         src_y=l / 2 + u[:, 3] * (H - l),
         src_x=w / 2 + u[:, 4] * (W - w),
-        dst_y=ext_y + u[:, 5] * (H - 2 * ext_y).clamp(min=0),
-        dst_x=ext_x + u[:, 6] * (W - 2 * ext_x).clamp(min=0),
+        dst_y=ext_y + u[:, 5] * xp.clip(H - 2 * ext_y, 0, None),
+        dst_x=ext_x + u[:, 6] * xp.clip(W - 2 * ext_x, 0, None),
         factors=factors,
         order=order,
     )
@@ -786,18 +991,25 @@ class WholeImageAug:
         self, batch: int, size: tuple[int, int], *, generator: torch.Generator
     ) -> WholeImageParams:
         """Integer shifts uniform in [-T, T] per axis (T = round(translate * side)) and jitter."""
+        self._check()
+        draw = _Uniforms(generator, self._draws(batch))
+        out = self._sample(draw, batch, size)
+        return draw.finish(out)
+
+    def _check(self) -> None:
+        _check_jitter(self.brightness, self.contrast, self.saturation, self.hue)
+
+    def _draws(self, batch: int) -> int:
+        return batch * (2 + _JITTER_DRAWS)
+
+    def _sample(self, draw: _Uniforms, batch: int, size: tuple[int, int]) -> WholeImageParams:
+        xp = draw.xp
         ty, tx = (min(round(self.translate * s), s - 1) for s in size)
-        u = _rand((batch, 2), generator)
-        shift_y = torch.floor(u[:, 0] * (2 * ty + 1)).long().clamp(max=2 * ty) - ty
-        shift_x = torch.floor(u[:, 1] * (2 * tx + 1)).long().clamp(max=2 * tx) - tx
-        factors, order = sample_jitter(
-            batch,
-            generator=generator,
-            brightness=self.brightness,
-            contrast=self.contrast,
-            saturation=self.saturation,
-            hue=self.hue,
-        )
+        u = draw(batch, 2)
+        shift_y = xp.clip(xp.to_long(xp.floor(u[:, 0] * (2 * ty + 1))), None, 2 * ty) - ty
+        shift_x = xp.clip(xp.to_long(xp.floor(u[:, 1] * (2 * tx + 1))), None, 2 * tx) - tx
+        magnitudes = (self.brightness, self.contrast, self.saturation, self.hue)
+        factors, order = _jitter(draw, batch, magnitudes)
         return WholeImageParams(shift_y, shift_x, factors, order)
 
     def __call__(
@@ -852,15 +1064,27 @@ def sample_crop(
     batch: int, size: tuple[int, int], patch_size: int, *, generator: torch.Generator
 ) -> Tensor:
     """Top-left corners (B, 2) int64 (rows, columns) of uniform patch_size x patch_size crops."""
+    _check_patch_size(size, patch_size)
+    draw = _Uniforms(generator, 2 * batch)
+    out = _crop_corners(draw, batch, size, patch_size)
+    return draw.finish(out)
+
+
+def _check_patch_size(size: tuple[int, int], patch_size: int) -> None:
     H, W = size
     if not 0 < patch_size <= min(H, W):
         raise ValueError(
             f"patch_size must be in [1, {min(H, W)}] for {H}x{W} images, got {patch_size}"
         )
-    u = _rand((batch, 2), generator)
-    oy = torch.floor(u[:, 0] * (H - patch_size + 1)).long().clamp(max=H - patch_size)
-    ox = torch.floor(u[:, 1] * (W - patch_size + 1)).long().clamp(max=W - patch_size)
-    return torch.stack([oy, ox], dim=1)
+
+
+def _crop_corners(draw: _Uniforms, batch: int, size: tuple[int, int], patch_size: int) -> Any:
+    xp = draw.xp
+    H, W = size
+    u = draw(batch, 2)
+    oy = xp.clip(xp.to_long(xp.floor(u[:, 0] * (H - patch_size + 1))), None, H - patch_size)
+    ox = xp.clip(xp.to_long(xp.floor(u[:, 1] * (W - patch_size + 1))), None, W - patch_size)
+    return xp.stack([oy, ox])
 
 
 def crop(
@@ -925,47 +1149,85 @@ def sample_proxy_params(
     patch_size: int | None = None,
     whole_image_aug: WholeImageAug | None = WholeImageAug(),  # noqa: B008 (frozen, immutable)
     aspect_sampling: AspectSampling = "log_uniform",
+    device: torch.device | str | None = None,
 ) -> ProxyParams:
     """Draw every parameter of one proxy batch of ``batch`` originals of ``size = (H, W)``.
 
     All the randomness of :func:`make_proxy_batch` lives here, in this order: whole-image
     augmentation, patch crop, CutPaste and/or Scar, and for "union" the coin between them.
     Scars are sized on the full image, also in patch mode (see the module notes).
+
+    ``device``: where the parameters are wanted (default: the generator's device). Drawn on a
+    CPU generator for another device, they are sent there in one pinned, non-blocking copy
+    per dtype (:func:`move_params`), straight from the samplers' arrays; training does this.
     """
+    draw, params = _draw_proxy_params(
+        batch, size, variant, generator, patch_size, whole_image_aug, aspect_sampling
+    )
+    if device is not None and not _same_device(torch.device(device), generator.device):
+        draw.check()
+        return move_params(params, torch.device(device))
+    return draw.finish(params)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _draw_proxy_params(
+    batch: int,
+    size: tuple[int, int],
+    variant: str,
+    generator: torch.Generator,
+    patch_size: int | None,
+    whole_image_aug: WholeImageAug | None,
+    aspect_sampling: AspectSampling,
+) -> tuple[_Uniforms, ProxyParams]:
+    """:func:`sample_proxy_params` with the arrays of the samplers' arithmetic as leaves."""
     _check_variant(variant)
     scale = scar_scale(size)
-    whole = None
+    crop_size = size if patch_size is None else (patch_size, patch_size)
+    uses_cutpaste, uses_scar = variant != "scar", variant != "cutpaste"
+    # checks first, then one draw for the whole batch (see _Uniforms), consumed in this order
+    count = 0
     if whole_image_aug is not None:
-        whole = whole_image_aug.sample(batch, size, generator=generator)
-    corners = None
+        whole_image_aug._check()
+        count += whole_image_aug._draws(batch)
     if patch_size is not None:
-        corners = sample_crop(batch, size, patch_size, generator=generator)
-        size = (patch_size, patch_size)
+        _check_patch_size(size, patch_size)
+        count += 2 * batch
+    if uses_cutpaste:
+        _check_cutpaste(CUTPASTE_AREA, CUTPASTE_ASPECT, aspect_sampling, 0.1)
+        count += _cutpaste_draws(batch, aspect_sampling)
+    if uses_scar:
+        count += _SCAR_DRAWS * batch
+    if variant == "union":
+        count += batch  # the coin between CutPaste and Scar
+    draw = _Uniforms(generator, count)
+    xp = draw.xp
 
-    def cut(n: int) -> PasteParams:
-        return sample_cutpaste_params(n, size, generator=generator, aspect_sampling=aspect_sampling)
-
-    def sc(n: int) -> PasteParams:
-        return sample_scar_params(n, size, generator=generator, scale=scale)
-
-    device = generator.device
+    whole = None if whole_image_aug is None else whole_image_aug._sample(draw, batch, size)
+    corners = None if patch_size is None else _crop_corners(draw, batch, size, patch_size)
+    cp = sc = None
+    if uses_cutpaste:
+        cp = _cutpaste(draw, batch, crop_size, CUTPASTE_AREA, CUTPASTE_ASPECT, aspect_sampling, 0.1)
+    if uses_scar:
+        sc = _scar(draw, batch, crop_size, SCAR_WIDTH, SCAR_LENGTH, SCAR_ROTATION, 0.1, scale)
     if variant == "cutpaste":
-        params, is_cutpaste = cut(batch), torch.ones(batch, dtype=torch.bool, device=device)
+        params, is_cutpaste = cp, xp.full(batch, True, cp.height)
     elif variant == "scar":
-        params, is_cutpaste = sc(batch), torch.zeros(batch, dtype=torch.bool, device=device)
+        params, is_cutpaste = sc, xp.full(batch, False, sc.height)
     elif variant == "3way":
-        params = PasteParams(*(torch.cat([c, s]) for c, s in zip(cut(batch), sc(batch))))
-        is_cutpaste = torch.arange(2 * batch, device=device) < batch
-    else:  # union: each image gets CutPaste or Scar parameters with probability 1/2
-        cp_params, scar_params = cut(batch), sc(batch)
-        is_cutpaste = _rand((batch,), generator) < 0.5
-        params = PasteParams(
-            *(
-                torch.where(is_cutpaste.view(-1, *[1] * (c.dim() - 1)), c, s)
-                for c, s in zip(cp_params, scar_params)
-            )
+        params = PasteParams(*(xp.concatenate([c, s]) for c, s in zip(cp, sc)))
+        is_cutpaste = xp.concatenate(
+            [xp.full(batch, True, cp.height), xp.full(batch, False, cp.height)]
         )
-    return ProxyParams(whole, corners, params, is_cutpaste)
+    else:  # union: each image gets CutPaste or Scar parameters with probability 1/2
+        is_cutpaste = draw(batch) < 0.5
+        params = PasteParams(
+            *(xp.where(is_cutpaste.reshape(-1, *[1] * (c.ndim - 1)), c, s) for c, s in zip(cp, sc))
+        )
+    return draw, ProxyParams(whole, corners, params, is_cutpaste)
 
 
 def apply_proxy_params(
@@ -1027,42 +1289,53 @@ def _compiled_apply(mode: str = "default") -> Callable[..., ProxyBatch]:
 
 
 def move_params(params: Any, device: torch.device) -> Any:
-    """Every tensor of a (nested) NamedTuple of parameters to ``device``, one copy per dtype.
+    """Every tensor or NumPy array of a (nested) NamedTuple of parameters, as tensors on
+    ``device``, sent in one copy per dtype.
 
-    The tensors are packed into one flat buffer per dtype, pinned and sent with
+    The leaves are packed into one flat buffer per dtype, pinned and sent with
     ``non_blocking=True``: the CPU goes on without waiting for the GPU (a copy from ordinary
-    pageable memory would wait for every kernel queued before it). The results are views of
-    those buffers, so unpacking launches nothing.
+    pageable memory would wait for every kernel queued before it). NumPy leaves (the CPU
+    samplers' own arrays) are packed straight into the pinned buffer. The results are views
+    of those buffers, so unpacking launches nothing.
     """
     device = torch.device(device)
-    leaves: list[Tensor] = []
+    leaves: list[Tensor | np.ndarray] = []
 
     def collect(node: Any) -> None:
-        if isinstance(node, Tensor):
+        if isinstance(node, (Tensor, np.ndarray)):
             leaves.append(node)
         elif isinstance(node, tuple):
             for child in node:
                 collect(child)
 
     collect(params)
+    pin = device.type == "cuda"
     moved: dict[int, Tensor] = {}
-    for dtype in dict.fromkeys(t.dtype for t in leaves):
-        group = [t for t in leaves if t.dtype == dtype]
-        flat = torch.cat([t.reshape(-1) for t in group])
-        if device.type == "cuda":
-            flat = flat.pin_memory()
+    dtypes = [_torch_dtype(t) for t in leaves]
+    for dtype in dict.fromkeys(dtypes):
+        group = [t for t, d in zip(leaves, dtypes) if d == dtype]
+        sizes = [t.size if isinstance(t, np.ndarray) else t.numel() for t in group]
+        if all(isinstance(t, np.ndarray) for t in group):
+            flat = torch.empty(sum(sizes), dtype=dtype, pin_memory=pin)
+            np.concatenate([t.ravel() for t in group], out=flat.numpy())
+        else:
+            flat = torch.cat([torch.as_tensor(t).reshape(-1) for t in group])
+            flat = flat.pin_memory() if pin else flat
         flat = flat.to(device, non_blocking=True)
-        for t, view in zip(group, flat.split([t.numel() for t in group])):
-            moved[id(t)] = view.view(t.shape)
+        for t, view in zip(group, flat.split(sizes)):
+            moved[id(t)] = view if t.ndim == 1 else view.view(t.shape)
+    return _map_arrays(params, lambda t: moved[id(t)])
 
-    def rebuild(node: Any) -> Any:
-        if isinstance(node, Tensor):
-            return moved[id(node)]
-        if isinstance(node, tuple) and hasattr(node, "_fields"):
-            return type(node)(*(rebuild(child) for child in node))
-        return node
 
-    return rebuild(params)
+def _torch_dtype(t: Tensor | np.ndarray) -> torch.dtype:
+    return t.dtype if isinstance(t, Tensor) else _NUMPY_TO_TORCH[t.dtype]
+
+
+_NUMPY_TO_TORCH = {
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.int64): torch.int64,
+    np.dtype(np.bool_): torch.bool,
+}
 
 
 def make_proxy_batch(
@@ -1109,7 +1382,7 @@ def make_proxy_batch(
     B, _, H, W = images.shape
     params = sample_proxy_params(
         B, (H, W), variant, generator=generator, patch_size=patch_size,
-        whole_image_aug=whole_image_aug, aspect_sampling=aspect_sampling,
+        whole_image_aug=whole_image_aug, aspect_sampling=aspect_sampling, device=images.device,
     )  # fmt: skip
     size = (H, W) if patch_size is None else (patch_size, patch_size)
     # a bound on the pixels of any paste, from the sampling ranges alone: fixed shapes, so
@@ -1122,8 +1395,6 @@ def make_proxy_batch(
         scar_length=None if variant == "cutpaste" else SCAR_LENGTH,
         scale=scar_scale((H, W)),
     )
-    if generator.device.type == "cpu" and images.device.type != "cpu":  # one pinned copy
-        params = move_params(params, images.device)
     apply = apply_proxy_params
     if compiled and implementation == "batched":
         # True: on a GPU the fused kernels are also replayed as a CUDA graph

@@ -427,6 +427,104 @@ def test_move_params_keeps_structure_values_and_none():
         assert a.dtype == b.dtype and torch.equal(a, b)
     r = A.move_params(p._replace(whole=None, crop=None), torch.device("cpu"))
     assert r.whole is None and r.crop is None
+    # NumPy leaves (the CPU samplers' own arrays) are packed the same way, into tensors
+    s = A.move_params(A._map_arrays(p, lambda t: t.numpy()), torch.device("cpu"))
+    assert type(s) is A.ProxyParams and all(isinstance(t, torch.Tensor) for t in _leaves(s))
+    _assert_same_draws(p, s)
+
+
+@pytest.mark.parametrize("variant", A.VARIANTS)
+def test_parameters_asked_for_another_device_are_the_same_numbers(monkeypatch, variant):
+    """``device=`` sends the CPU samplers' arrays in one packed copy per dtype: the same values
+    as drawing then moving, and the generator advances the same. (The move is forced here:
+    this machine may have no second device.)"""
+    g1, g2 = gen(41), gen(41)
+    b = A.move_params(
+        A.sample_proxy_params(6, (64, 64), variant, generator=g2, patch_size=32), "cpu"
+    )
+    monkeypatch.setattr(A, "_same_device", lambda a, b: False)
+    a = A.sample_proxy_params(6, (64, 64), variant, generator=g1, patch_size=32, device="cpu")
+    _assert_same_draws(a, b)
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+# ====== one sampler, two array back-ends ======
+
+
+def _leaves(node):
+    if isinstance(node, torch.Tensor):
+        return [node]
+    if node is None:
+        return [None]
+    return [leaf for child in node for leaf in _leaves(child)]
+
+
+def _assert_same_draws(a, b):
+    for x, y in zip(_leaves(a), _leaves(b), strict=True):
+        assert (x is None and y is None) or (x.dtype == y.dtype and torch.equal(x, y))
+
+
+def _both_backends(monkeypatch, sample):
+    """``sample(generator)`` with NumPy arithmetic on one draw, then torch arithmetic piece by
+    piece (the path of GPU generators), each from seed 77; also the generators' final states."""
+    out = []
+    for host in (True, False):
+        monkeypatch.setattr(A, "_HOST_ARITHMETIC", host)
+        g = gen(77)
+        out.append((sample(g), g.get_state()))
+    return out
+
+
+@pytest.mark.parametrize("variant", A.VARIANTS)
+@pytest.mark.parametrize(
+    "size,patch_size,sampling",
+    [((256, 256), None, "log_uniform"), ((40, 200), None, "two_interval"), ((96, 128), 32, "log_uniform")],
+)  # fmt: skip
+def test_cpu_draws_give_the_same_parameters_with_numpy_or_torch_arithmetic(
+    monkeypatch, variant, size, patch_size, sampling
+):
+    """CPU training draws a batch's numbers with one torch.rand and does the arithmetic in NumPy;
+    that must equal, bit for bit and in the generator state it leaves, a torch.rand per piece and
+    torch arithmetic (what a GPU generator runs), or seeds would mean two different things."""
+    (p, state_p), (q, state_q) = _both_backends(
+        monkeypatch,
+        lambda g: A.sample_proxy_params(
+            33, size, variant, generator=g, patch_size=patch_size, aspect_sampling=sampling
+        ),
+    )
+    _assert_same_draws(p, q)
+    assert torch.equal(state_p, state_q)
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        lambda g: A.sample_cutpaste_params(
+            50, (37, 91), generator=g, aspect_sampling="two_interval"
+        ),
+        lambda g: A.sample_scar_params(50, (64, 48), generator=g, scale=0.7, jitter=0.3),
+        lambda g: A.sample_jitter(50, generator=g, brightness=0.5, contrast=0.0, hue=0.2),
+        lambda g: A.sample_aspect((7, 9), generator=g),
+        lambda g: A.sample_crop(50, (64, 80), 24, generator=g),
+        lambda g: A.WholeImageAug(translate=0.2, hue=0.1).sample(50, (64, 80), generator=g),
+    ],
+    ids=["cutpaste", "scar", "jitter", "aspect", "crop", "whole"],
+)
+def test_each_public_sampler_is_the_same_with_numpy_or_torch_arithmetic(monkeypatch, sample):
+    (p, state_p), (q, state_q) = _both_backends(monkeypatch, sample)
+    _assert_same_draws(p, q)
+    assert torch.equal(state_p, state_q)
+
+
+def test_a_sampler_that_draws_other_than_it_announced_is_stopped():
+    """The one-draw path needs each sampler's count up front: a wrong count would silently
+    shift every later number of the seed, so it is an error instead."""
+    draw = A._Uniforms(gen(0), 10)
+    draw(2, 3)
+    with pytest.raises(AssertionError, match="drew 6 numbers, announced 10"):
+        draw.finish(None)
+    with pytest.raises(AssertionError, match="more than the 10"):
+        draw(5)
 
 
 @pytest.mark.gpu
