@@ -375,3 +375,42 @@ def test_cli_localize_bad_input_is_one_clear_error_and_writes_nothing(
     assert not out.exists()
     with pytest.raises(SystemExit):
         main([*base, "--category", "synth_grid", "--density", "both"])
+
+
+def test_heatmap_gallery_layout_shared_scale_and_ground_truth_outline():
+    """Images in columns (wrapped into bands), every overlay on the one training scale, the ground
+    truth outlined on the heatmap only where there is a defect, empty slots removed."""
+    import matplotlib.pyplot as plt
+
+    from cutpaste_lib.localize import HeatmapScale
+    from cutpaste_lib.viz.heatmaps import heatmap_gallery
+
+    n = 7
+    images = torch.zeros(n, 3, 24, 24, dtype=torch.uint8)
+    masks = torch.zeros(n, 1, 24, 24, dtype=torch.bool)
+    masks[2:, :, 6:12, 6:12] = True
+    maps = torch.rand(n, 24, 24, generator=torch.Generator().manual_seed(0)) * 9
+    defects = ["good", "good", "hole", "hole", "scratch", "scratch", "stain"]
+    scale = HeatmapScale(1.0, 2.0, 3.5)
+    fig = heatmap_gallery(images, masks, maps, defects, scale=scale, indices=range(n), columns=3)
+    try:
+        panels, bar = fig.axes[:-1], fig.axes[-1]
+        assert len(panels) == 3 * n  # 3 bands of 3 columns = 9 slots, the 2 empty ones removed
+        titles = [ax.get_title() for ax in panels]
+        assert [t for t in titles if "#" in t] == [f"{d} #{i}" for i, d in enumerate(defects)]
+        heat = [ax for ax in panels if ax.get_title().startswith("heatmap")]
+        assert len(heat) == n
+        for i, ax in enumerate(heat):
+            assert ax.images[-1].get_clim() == (0.0, 3.5)  # same colours for every image
+            assert bool(ax.collections) == bool(masks[i].any())  # outline only where defective
+            z = (maps[i] - scale.mean) / scale.std
+            assert ax.get_title() == f"heatmap (max {round(float(z.max()), 1) + 0.0:.1f})"
+        assert bar.get_ylim()[1] == pytest.approx(3.5)
+        # first image of band 2 sits below the heatmap of the first column of band 1
+        first, fourth = panels[titles.index("good #0")], panels[titles.index("hole #3")]
+        assert fourth.get_position().y0 < first.get_position().y0
+        assert fourth.get_position().x0 == pytest.approx(first.get_position().x0)
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="columns"):
+        heatmap_gallery(images, masks, maps, defects, scale=scale, columns=0)

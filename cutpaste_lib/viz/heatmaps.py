@@ -12,7 +12,7 @@ Example:
     >>> images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8); masks = torch.zeros(2, 1, 32, 32, dtype=torch.bool)
     >>> masks[1, :, 8:16, 8:16] = True; maps = masks[:, 0].float() * 5
     >>> fig = heatmap_gallery(images, masks, maps, ["good", "hole"], scale=HeatmapScale(0.0, 1.0, 2.0))
-    >>> len(fig.axes)  # 2 rows x 3 panels + the colour bar
+    >>> len(fig.axes)  # 2 images x 3 panels (image, ground truth, heatmap) + the colour bar
     7
 """
 
@@ -76,19 +76,24 @@ def heatmap_gallery(
     per_defect: int = 1,
     indices: Sequence[int] | None = None,
     title: str | None = None,
-    panel_size: float = 2.2,
+    panel_size: float = 1.9,
+    columns: int = 5,
 ) -> plt.Figure:
-    """One row per picked image: the image, its ground truth, and the heatmap overlay, one colour bar.
+    """One column per picked image: the image, its ground truth, and the heatmap overlay with the
+    ground truth outlined in white; at most ``columns`` images side by side, then a new band below.
+    One colour bar: every heatmap is drawn on the same training scale.
 
     Args:
         images: (N, 3, H, W) uint8 or float [0, 1].
-        masks: (N, 1, H, W) or (N, H, W) bool ground truth (None: the middle panel is skipped).
+        masks: (N, 1, H, W) or (N, H, W) bool ground truth (None: no ground-truth row or outline).
         maps: (N, H, W) raw heatmaps (e.g. ``LocalizationResult.maps``).
         defects: defect type per image ("good" for good ones).
         scale: the training :class:`~cutpaste_lib.localize.HeatmapScale` (fixed for all images).
-        per_defect: rows per defect type (ignored when ``indices`` is given).
+        per_defect: images per defect type (ignored when ``indices`` is given).
         indices: explicit images to show.
         title: figure title.
+        panel_size: inches per panel.
+        columns: images per band.
 
     Returns:
         A matplotlib Figure (not shown).
@@ -96,34 +101,47 @@ def heatmap_gallery(
     idx = list(indices) if indices is not None else pick_examples(defects, per_defect)
     if not idx:
         raise ValueError("heatmap_gallery: no images to show")
-    cols = 3 if masks is not None else 2
+    if columns < 1:
+        raise ValueError(f"heatmap_gallery: columns must be >= 1, got {columns}")
+    per_image = 3 if masks is not None else 2  # panels per picked image, stacked vertically
+    ncols = min(columns, len(idx))
+    bands = -(-len(idx) // ncols)
     fig, axes = plt.subplots(
-        len(idx),
-        cols,
-        figsize=(panel_size * cols + 0.8, panel_size * len(idx) + 0.4),
+        bands * per_image,
+        ncols,
+        figsize=(panel_size * ncols + 1.2, panel_size * bands * per_image + 0.5),
         squeeze=False,
         layout="constrained",
     )
     z = scale.standardize(torch.as_tensor(_np(maps)))
     art = None
-    for row, i in enumerate(idx):
-        ax = axes[row]
-        ax[0].imshow(to_hwc(images[i]))
-        ax[0].set_axis_off()
-        ax[0].set_title(f"{defects[i]} #{i}", fontsize=9)
+    for k, i in enumerate(idx):
+        band, col = divmod(k, ncols)
+        panels = [axes[band * per_image + r, col] for r in range(per_image)]
+        panels[0].imshow(to_hwc(images[i]))
+        panels[0].set_axis_off()
+        panels[0].set_title(f"{defects[i]} #{i}", fontsize=9)
+        art = overlay(panels[-1], images[i], z[i], vmax=scale.high)
+        top = round(float(z[i].max()), 1) + 0.0  # (+ 0.0: no "-0.0")
+        panels[-1].set_title(f"heatmap (max {top:.1f})", fontsize=9)
         if masks is not None:
             m = _np(masks[i]).reshape(z.shape[-2:])
-            ax[1].imshow(m, cmap="gray", vmin=0, vmax=1)
-            ax[1].set_axis_off()
-            ax[1].set_title("ground truth", fontsize=9)
-        art = overlay(ax[-1], images[i], z[i], vmax=scale.high)
-        ax[-1].set_title(f"heatmap (max {float(z[i].max()):.1f})", fontsize=9)
+            panels[1].imshow(m, cmap="gray", vmin=0, vmax=1)
+            panels[1].set_axis_off()
+            panels[1].set_title("ground truth", fontsize=9)
+            if m.any():
+                panels[-1].contour(m, levels=[0.5], colors="white", linewidths=0.8)
+    for k in range(len(idx), bands * ncols):  # empty slots of the last band
+        band, col = divmod(k, ncols)
+        for r in range(per_image):
+            fig.delaxes(axes[band * per_image + r, col])
+    rows = bands * per_image
     fig.colorbar(
         art,
-        ax=axes.ravel().tolist(),
-        shrink=0.8,
+        ax=[ax for ax in axes.ravel() if ax in fig.axes],
+        shrink=0.8 if rows <= per_image else max(0.4, per_image / rows),
         extend="max",
-        label=SCALE_LABEL + " (transparent below 0)",
+        label=SCALE_LABEL + "\n(transparent below 0)",
     )
     if title:
         fig.suptitle(title)
