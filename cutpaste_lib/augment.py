@@ -94,6 +94,7 @@ CUTPASTE_ASPECT = (0.3, 3.3)  # width / height
 SCAR_WIDTH = (2, 16)  # pixels of a 256 px image
 SCAR_LENGTH = (10, 25)
 SCAR_ROTATION = (-45, 45)  # degrees
+PASTE_JITTER = 0.1  # ColorJitter magnitude of every pasted patch (all four ops)
 
 
 class Augmented(NamedTuple):
@@ -175,7 +176,6 @@ class _ArrayOps(NamedTuple):
     and the trigonometry are torch's in both), which a test checks.
     """
 
-    array: Callable[[Tensor], Any]  # torch tensor -> working array
     tensor: Callable[[Any], Tensor]  # working array -> torch tensor
     sqrt: Callable[[Any], Any]
     floor: Callable[[Any], Any]
@@ -199,7 +199,6 @@ def _abs_cos_sin_deg(angle: Tensor) -> tuple[Tensor, Tensor]:
 
 
 _TORCH_OPS = _ArrayOps(
-    array=lambda t: t,
     tensor=lambda t: t,
     sqrt=torch.sqrt,
     floor=torch.floor,
@@ -226,7 +225,6 @@ def _np_clip(x: np.ndarray, low: Any, high: Any) -> np.ndarray:
 
 
 _NUMPY_OPS = _ArrayOps(
-    array=lambda t: t.numpy(),
     tensor=torch.from_numpy,
     sqrt=np.sqrt,
     floor=np.floor,
@@ -403,7 +401,7 @@ def sample_cutpaste_params(
     area_ratio: tuple[float, float] = CUTPASTE_AREA,
     aspect_ratio: tuple[float, float] = CUTPASTE_ASPECT,
     aspect_sampling: AspectSampling = "log_uniform",
-    jitter: float = 0.1,
+    jitter: float = PASTE_JITTER,
 ) -> PasteParams:
     """CutPaste parameters for ``batch`` images of ``size = (H, W)``.
 
@@ -486,7 +484,7 @@ def sample_scar_params(
     width: tuple[float, float] = SCAR_WIDTH,
     length: tuple[float, float] = SCAR_LENGTH,
     rotation: tuple[float, float] = SCAR_ROTATION,
-    jitter: float = 0.1,
+    jitter: float = PASTE_JITTER,
     scale: float = 1.0,
 ) -> PasteParams:
     """Scar parameters: width ~ U(width), length ~ U(length) (times ``scale``, at least 1 px),
@@ -523,8 +521,7 @@ def _scar(
     w = xp.clip((width[0] + (width[1] - width[0]) * u[:, 0]) * scale, 1, W)
     l = xp.clip((length[0] + (length[1] - length[0]) * u[:, 1]) * scale, 1, H)
     angle = rotation[0] + (rotation[1] - rotation[0]) * u[:, 2]
-    c, s = xp.abs_cos_sin_deg(angle)
-    ext_y, ext_x = 0.5 * (s * w + c * l), 0.5 * (c * w + s * l)  # as _half_extents
+    ext_y, ext_x = _box_half_extents(*xp.abs_cos_sin_deg(angle), l, w)
     return PasteParams(
         height=l,
         width=w,
@@ -540,8 +537,11 @@ def _scar(
 
 def _half_extents(height: Tensor, width: Tensor, angle: Tensor) -> tuple[Tensor, Tensor]:
     """Half height and half width of the axis-aligned box around the rotated rectangle."""
-    theta = torch.deg2rad(angle)
-    c, s = torch.cos(theta).abs(), torch.sin(theta).abs()
+    return _box_half_extents(*_abs_cos_sin_deg(angle), height, width)
+
+
+def _box_half_extents(c: Any, s: Any, height: Any, width: Any) -> tuple[Any, Any]:
+    """:func:`_half_extents` from |cos| and |sin| of the angle (tensors or NumPy arrays)."""
     return 0.5 * (s * width + c * height), 0.5 * (c * width + s * height)
 
 
@@ -889,7 +889,7 @@ def cutpaste(
     area_ratio: tuple[float, float] = CUTPASTE_AREA,
     aspect_ratio: tuple[float, float] = CUTPASTE_ASPECT,
     aspect_sampling: AspectSampling = "log_uniform",
-    jitter: float = 0.1,
+    jitter: float = PASTE_JITTER,
     implementation: Implementation = "batched",
 ) -> Augmented:
     """CutPaste (paper A.2): cut a rectangle, colour-jitter it, paste it elsewhere in the image.
@@ -923,7 +923,7 @@ def scar(
     width: tuple[float, float] = SCAR_WIDTH,
     length: tuple[float, float] = SCAR_LENGTH,
     rotation: tuple[float, float] = SCAR_ROTATION,
-    jitter: float = 0.1,
+    jitter: float = PASTE_JITTER,
     reference_size: int = REFERENCE_SIZE,
     scale: float | None = None,
     implementation: Implementation = "batched",
@@ -1197,7 +1197,7 @@ def _draw_proxy_params(
         _check_patch_size(size, patch_size)
         count += 2 * batch
     if uses_cutpaste:
-        _check_cutpaste(CUTPASTE_AREA, CUTPASTE_ASPECT, aspect_sampling, 0.1)
+        _check_aspect(CUTPASTE_ASPECT, aspect_sampling)
         count += _cutpaste_draws(batch, aspect_sampling)
     if uses_scar:
         count += _SCAR_DRAWS * batch
@@ -1210,9 +1210,13 @@ def _draw_proxy_params(
     corners = None if patch_size is None else _crop_corners(draw, batch, size, patch_size)
     cp = sc = None
     if uses_cutpaste:
-        cp = _cutpaste(draw, batch, crop_size, CUTPASTE_AREA, CUTPASTE_ASPECT, aspect_sampling, 0.1)
+        cp = _cutpaste(
+            draw, batch, crop_size, CUTPASTE_AREA, CUTPASTE_ASPECT, aspect_sampling, PASTE_JITTER
+        )
     if uses_scar:
-        sc = _scar(draw, batch, crop_size, SCAR_WIDTH, SCAR_LENGTH, SCAR_ROTATION, 0.1, scale)
+        sc = _scar(
+            draw, batch, crop_size, SCAR_WIDTH, SCAR_LENGTH, SCAR_ROTATION, PASTE_JITTER, scale
+        )
     if variant == "cutpaste":
         params, is_cutpaste = cp, xp.full(batch, True, cp.height)
     elif variant == "scar":

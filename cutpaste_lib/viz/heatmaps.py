@@ -106,10 +106,11 @@ def heatmap_gallery(
     per_image = 3 if masks is not None else 2  # panels per picked image, stacked vertically
     ncols = min(columns, len(idx))
     bands = -(-len(idx) // ncols)
+    rows = bands * per_image
     fig, axes = plt.subplots(
-        bands * per_image,
+        rows,
         ncols,
-        figsize=(panel_size * ncols + 1.2, panel_size * bands * per_image + 0.5),
+        figsize=(panel_size * ncols + 1.2, panel_size * rows + 0.5),
         squeeze=False,
         layout="constrained",
     )
@@ -135,7 +136,6 @@ def heatmap_gallery(
         band, col = divmod(k, ncols)
         for r in range(per_image):
             fig.delaxes(axes[band * per_image + r, col])
-    rows = bands * per_image
     fig.colorbar(
         art,
         ax=[ax for ax in axes.ravel() if ax in fig.axes],
