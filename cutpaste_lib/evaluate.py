@@ -187,7 +187,13 @@ def per_defect_auroc(
 
 @dataclass
 class EvaluationResult:
-    """Everything an image-level evaluation produced (scores are float64, on the CPU)."""
+    """Everything an image-level evaluation produced (scores are float64, on the CPU).
+
+    ``train_scores`` are the **cross-fitted** scores of the clean train images
+    (:meth:`~cutpaste_lib.density.GaussianDensity.cross_fitted_scores`: each half scored by a
+    density fitted on the other half), i.e. how new clean images score; they standardise this
+    model in the seed ensemble.
+    """
 
     scores: Tensor
     labels: Tensor
@@ -241,7 +247,7 @@ def evaluate_embeddings(
         density_settings=settings,
         train=train,
         test=test,
-        train_scores=estimator.score(train).cpu(),
+        train_scores=estimator.cross_fitted_scores(train).cpu(),
     )
 
 

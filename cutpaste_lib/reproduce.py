@@ -19,7 +19,10 @@ the per-image score file written with :func:`save_scores`, needed for the seed e
 Choices where the paper is silent (repeated in the tables' header):
     * The *Ensemble* column of Table 1 is the ensemble of the seeds' 3-way models (our reading of
       the paper's column). Each model's test scores are standardised with the mean and standard
-      deviation of its own *training* scores (never test statistics), then averaged.
+      deviation of its own *training* scores (never test statistics), then averaged. Those
+      training scores are cross-fitted (each half of the train images scored by a Gaussian fitted
+      on the other half): in-sample scores of a Gaussian fitted on N < 512 images are several
+      times too small, by an amount that differs between models.
     * Group averages (texture / object / all) are the mean of the per-category means; their
       standard error is ``sqrt(sum se_c^2) / C`` (categories are trained independently).
     * The paper's numbers are shown only for MVTec AD data: on synthetic data they are "—".
@@ -108,7 +111,7 @@ _DATA_KIND_TEXT = {
 
 @dataclass(frozen=True)
 class GridSettings:
-    """Training/evaluation settings shared by every job of a grid (defaults: PAPER.md).
+    """Training/evaluation settings shared by every job of a grid (defaults: the paper, A.1 and A.5).
 
     ``batch_size`` counts original images per step (the paper's 64 binary / 96 3-way classifier
     inputs are 32 originals with their augmented views). ``patch_size`` is the training crop of
@@ -347,8 +350,9 @@ def save_scores(
 ) -> Path:
     """Write a job's per-image anomaly scores (atomically) for the seed ensemble.
 
-    ``train_scores`` are the scores of the clean train images under the model's own density; their
-    mean and standard deviation standardise this model's test scores in :func:`ensemble_auroc`.
+    ``train_scores`` are the cross-fitted scores of the clean train images under the model's own
+    density settings (:attr:`cutpaste_lib.evaluate.EvaluationResult.train_scores`); their mean and
+    standard deviation standardise this model's test scores in :func:`ensemble_auroc`.
     """
     test_scores = _as_1d(test_scores, "test_scores")
     test_labels = _as_1d(test_labels, "test_labels").astype(np.int64)
@@ -392,7 +396,7 @@ def load_scores(path: str | Path) -> dict[str, np.ndarray]:
 
 def _as_1d(x: Any, name: str) -> np.ndarray:
     if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
+        x = x.detach().double().cpu().numpy()  # float64 Mahalanobis scores stay float64
     arr = np.asarray(x, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -402,8 +406,8 @@ def _as_1d(x: Any, name: str) -> np.ndarray:
 def standardized_ensemble(files: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
     """Average of the models' standardised test scores, and the shared test labels.
 
-    Each model's scores are standardised by the mean and standard deviation of its own *training*
-    scores (never test statistics) with :func:`cutpaste_lib.density.ensemble_scores`, so models whose
+    Each model's scores are standardised by the mean and standard deviation of its own
+    (cross-fitted) *training* scores (never test statistics) with :func:`cutpaste_lib.density.ensemble_scores`, so models whose
     Mahalanobis distances live on different scales count equally.
     """
     import torch
@@ -1238,8 +1242,8 @@ def _table1(rows, cats, kinds, base_dir, show_paper) -> list[str]:
         out += [
             "",
             "Ensemble: each seed's 3-way model's test scores are standardised by the mean and "
-            "standard deviation of its own training scores, then averaged (one number per "
-            "category, no error bar).",
+            "standard deviation of its own cross-fitted training scores, then averaged (one "
+            "number per category, no error bar).",
         ]
     return out
 

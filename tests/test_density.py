@@ -271,10 +271,49 @@ def test_ensemble_with_fitted_densities_uses_stored_train_stats():
         GaussianDensity().fit(Embeddings.clean_train(x)),
         GaussianDensity("ridge").fit(Embeddings.clean_train(x)),
     ]
-    train = [d.score(x) for d in dens]
+    train = [d.cross_fitted_scores(x) for d in dens]
     a = ensemble_scores([d.score(y) for d in dens], densities=dens)
     b = ensemble_scores([d.score(y) for d in dens], train)
     assert torch.allclose(a, b, rtol=1e-12)
+
+
+def test_cross_fitted_scores_match_sklearn_fitted_on_the_other_half():
+    x = _features(41, 12, seed=3)  # odd N: the halves differ in size
+    gde = GaussianDensity().fit(Embeddings.clean_train(x))
+    oof = gde.cross_fitted_scores(x).numpy()
+    z = l2_normalize(x).numpy()
+    for fit_rows, score_rows in (
+        (slice(1, None, 2), slice(0, None, 2)),
+        (slice(0, None, 2), slice(1, None, 2)),
+    ):
+        ref = LedoitWolf().fit(z[fit_rows]).mahalanobis(z[score_rows])
+        assert _rel(oof[score_rows], ref) < 1e-8
+    # the statistics that standardise the model in an ensemble are those of these scores
+    assert float(gde.train_score_mean) == pytest.approx(float(oof.mean()), rel=1e-12)
+    assert float(gde.train_score_std) == pytest.approx(float(oof.std(ddof=1)), rel=1e-12)
+
+
+@pytest.mark.parametrize("estimator", [GaussianDensity, GaussianKDE])
+def test_training_statistics_describe_new_clean_images(estimator):
+    # N < D: in-sample scores are far too small and too narrow (the KDE's are all equal: each
+    # point's own kernel dominates); cross-fitted ones look like scores of new clean images.
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(128, 128, generator=g, dtype=torch.float64) / 128**0.5
+    x = torch.randn(100, 128, generator=g, dtype=torch.float64) @ mix + 0.3
+    new = torch.randn(400, 128, generator=g, dtype=torch.float64) @ mix + 0.3
+    est = estimator().fit(Embeddings.clean_train(x))
+    held, inside = est.score(new), est.score(x)
+    # why in-sample statistics would be wrong: too narrow, and far below (by 4-10 held-out stds)
+    assert inside.std() < 0.6 * held.std() and held.mean() - inside.mean() > 3 * held.std()
+    # cross-fitted: within one held-out std (each half-density saw half the data: a bit above)
+    assert abs(float(est.train_score_mean - held.mean())) < float(held.std())
+    assert 0.7 < float(est.train_score_std / held.std()) < 1.5
+
+
+def test_cross_fitted_scores_with_too_few_rows_are_in_sample():
+    x = _features(3, 4)
+    gde = GaussianDensity().fit(Embeddings.clean_train(x))
+    assert torch.equal(gde.cross_fitted_scores(x), gde.score(x))
 
 
 @pytest.mark.gpu
