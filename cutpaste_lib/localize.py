@@ -732,11 +732,16 @@ def localize(
     stride: int = 4,
     density: DensityMode = "auto",
     sigma: float | None = None,
+    normalize: bool = True,
     max_patches: int = 1024,
     location_chunk: int = 64,
     device: str | torch.device | None = None,
 ) -> LocalizationResult:
     """Fit on the clean train cache, score the test cache, and compute the localization metrics.
+
+    ``sigma`` and ``normalize`` set the upsampling (:func:`receptive_field_upsample`):
+    ``normalize=False`` is the paper's plain transposed convolution, whose heatmaps fade toward
+    the image border; the default divides by the kernel coverage (see the module notes).
 
     Example:
         >>> # result = localize(model, load_cache(root, c, "train", 256), load_cache(root, c, "test", 256))
@@ -750,6 +755,7 @@ def localize(
         mode=density,
         category=getattr(test, "category", "") or getattr(train, "category", ""),
         sigma=sigma,
+        normalize=normalize,
         max_patches=max_patches,
         location_chunk=location_chunk,
         device=device,

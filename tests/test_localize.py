@@ -293,6 +293,17 @@ def test_localize_finds_bright_squares_on_a_texture():
     # the display scale comes from cross-fitted training maps: clean test images sit near 0 on it
     z = result.patch_density.scale.standardize(result.maps[4:])
     assert abs(float(z.mean())) < 1.0
+    # normalize=False: the paper's plain transposed convolution of the same patch scores
+    plain = localize(
+        StandIn(), train, test, patch_size=8, stride=2, max_patches=100, normalize=False
+    )
+    torch.testing.assert_close(plain.patch_scores, result.patch_scores)
+    expected = receptive_field_upsample(
+        plain.patch_scores, patch_size=8, stride=2, image_size=(size, size), normalize=False
+    )
+    torch.testing.assert_close(plain.maps, expected)
+    corner_plain, corner = plain.maps[:, 0, 0].abs(), result.maps[:, 0, 0].abs()
+    assert corner_plain.max() < 0.2 * corner.min()  # the plain form fades at the image corner
 
 
 def test_per_location_density_catches_what_a_shared_one_cannot():
@@ -351,6 +362,14 @@ def test_cli_localize_writes_metrics_and_figures(patch_checkpoint, synthetic_roo
     assert (out / "heatmaps.png").stat().st_size > 0 and (
         out / "pixel_curves.png"
     ).stat().st_size > 0
+    assert metrics["upsample"] == "average"
+    # --upsample plain is not silently ignored: other maps, so other pixel metrics
+    plain_out = tmp_path / "plain"
+    argv[argv.index("--out") + 1] = str(plain_out)
+    assert main([*argv, "--upsample", "plain"]) == 0
+    plain = json.loads((plain_out / "metrics.json").read_text())
+    assert plain["upsample"] == "plain" and plain["pixel_auroc"] != metrics["pixel_auroc"]
+    assert plain["image_auroc"] == metrics["image_auroc"]  # the max of the score grid: unchanged
 
 
 def test_cli_localize_bad_input_is_one_clear_error_and_writes_nothing(

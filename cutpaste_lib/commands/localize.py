@@ -1,7 +1,8 @@
 """``cutpaste localize``: dense patch scores of a patch model, heatmaps, pixel AUROC and AUPRO.
 
 Example:
-    cutpaste localize --checkpoint runs/bottle/checkpoint.pt --data data/mvtec --category bottle --out outputs/loc/bottle
+    cutpaste train --data data/mvtec --category bottle --patch --out runs/bottle-patch
+    cutpaste localize --checkpoint runs/bottle-patch/checkpoint.pt --data data/mvtec --category bottle --out outputs/loc/bottle
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         type=_args.existing_file,
         required=True,
-        help="checkpoint.pt of a patch model (cutpaste train --patch-size 64)",
+        help="checkpoint.pt of a patch model (cutpaste train --patch)",
     )
     parser.add_argument(
         "--data",
@@ -52,6 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="one Gaussian for all locations (textures, hazelnut, screw), one per location "
         "(aligned objects), or auto from the category metadata",
+    )
+    parser.add_argument(
+        "--upsample",
+        choices=("average", "plain"),
+        default="average",
+        help="patch scores to pixels by a Gaussian transposed convolution (sigma = patch/4): "
+        "'average' divides by the kernel coverage, so each pixel gets the weighted mean of the "
+        "patches that contain it (default, our choice: the border is not darkened); 'plain' is "
+        "the paper's form with zero bias, which fades toward the image border",
     )
     parser.add_argument(
         "--device", type=_args.device, default="auto", help="cpu, cuda, cuda:N or auto"
@@ -91,13 +101,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--patch-size {patch} is larger than the model's image size {image_size}")
     if not config.get("patch_size"):
         print("note: this checkpoint was trained on whole images, not patches; localization expects a "
-              "patch model (cutpaste train --patch-size 64)")  # fmt: skip
+              "patch model (cutpaste train --patch)")  # fmt: skip
     train = load_cache(args.data, args.category, "train", image_size, device=device)
     test = load_cache(args.data, args.category, "test", image_size, device=device)
     start = time.perf_counter()
     result = localize(
         model, train, test, patch_size=patch, stride=args.stride, density=args.density,
-        max_patches=args.max_patches, device=device,
+        normalize=args.upsample == "average", max_patches=args.max_patches, device=device,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if "pixel_auroc" not in result.metrics:
@@ -116,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         "stride": args.stride,
         "grid": list(pd.grid.shape),
         "density": pd.mode,
+        "upsample": args.upsample,
         "num_train": len(train),
         "num_test": len(test),
         "heatmap_scale": pd.scale.to_dict(),
