@@ -32,7 +32,7 @@ def fast_mode() -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes used by notebooks and the demo. Full mode follows PAPER.md."""
+    """Sizes used by notebooks and the demo. Full mode follows the paper (README: "Faithful to the paper")."""
 
     image_size: int
     steps: int

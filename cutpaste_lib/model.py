@@ -4,7 +4,7 @@ The paper (Li et al., 2021, A.1) trains a ResNet-18 from scratch with an MLP pro
 average-pooled features, followed by a linear classifier that solves the proxy task (normal vs
 CutPaste vs Scar). The head's depth and width are not given in the paper; the default follows the
 authors' sister code: 8 x [Linear(512, no bias) -> BatchNorm -> ReLU], a linear 128-d embedding,
-then the logits. Anomaly scores are later computed on the *pooled encoder features* (PAPER.md), which
+then the logits. Anomaly scores are later computed on the *pooled encoder features* (as in the paper), which
 ``forward`` returns next to the logits and the embedding.
 
 Any torchvision classification model can be the encoder: its last ``nn.Linear`` (the ImageNet
@@ -282,7 +282,7 @@ class CutPasteModel(nn.Module):
         """Plain dict that :func:`build_model` turns back into the same architecture."""
         return dict(self._config)
 
-    # ---- transfer-learning switches (PAPER.md Table 3 protocol) ----
+    # ---- transfer-learning switches (the paper's Table 3 protocol, A.4) ----
     def freeze_encoder(self, frozen: bool = True) -> CutPasteModel:
         """Head-only training: encoder parameters get no gradient and its BN statistics stay put."""
         self._encoder_frozen = frozen

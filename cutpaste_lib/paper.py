@@ -2,7 +2,7 @@
 
 Every number is copied from Li, Sohn, Yoon, Pfister, "CutPaste: Self-Supervised Learning for
 Anomaly Detection and Localization", CVPR 2021 (arXiv:2104.04015, v1), as transcribed in the
-project's design notes (PAPER.md). Values are percentages (AUROC x 100), the mean over 5 seeds.
+project's design notes. Values are percentages (AUROC x 100), the mean over 5 seeds.
 
 The per-category means reproduce the paper's stated "mean" rows to within rounding (checked in
 ``tests/test_paper.py``): a typo in this file would make that test fail.
@@ -110,7 +110,11 @@ TABLE3 = MappingProxyType(
         "level-7, fine-tuned (3-way)": 97.1,
     }
 )
-"""Table 3: mean image AUROC of an ImageNet-pretrained EfficientNet-B4 (the only pretrained runs)."""
+"""Table 3: mean image AUROC of an ImageNet-pretrained EfficientNet-B4 (the only pretrained runs).
+
+The library reproduces the "pooled" rows only: it scores the globally pooled encoder features;
+the "level-7" rows (features of an intermediate EfficientNet block) have no counterpart here.
+"""
 
 TABLE3_PROTOCOL = (
     "EfficientNet-B4, ImageNet-pretrained; batch 24; head only for 10 epochs at lr 0.03 "
@@ -125,7 +129,22 @@ OTHER_IMPLEMENTATIONS = MappingProxyType(
         "public PyTorch reimplementation, from scratch, 10k steps: 3-way": 91.0,
     }
 )
-"""Reference points from other implementations: NOT the paper's numbers (see PAPER.md)."""
+"""Reference points from other implementations: NOT the paper's numbers (sources in
+:data:`OTHER_SOURCES`)."""
+
+_RUNINHO = "https://github.com/Runinho/pytorch-cutpaste (README, 'Comparison to Li et al.')"
+OTHER_SOURCES = MappingProxyType(
+    {
+        "ImageNet-pretrained ResNet-18, no training, GDE (mean image AUROC)": (
+            "https://github.com/Runinho/pytorch-cutpaste/issues/6 (avg AUROC 0.908 with the "
+            "torchvision ImageNet ResNet-18 weights and that repository's evaluation)"
+        ),
+        "public PyTorch reimplementation, from scratch, 10k steps: CutPaste": _RUNINHO,
+        "public PyTorch reimplementation, from scratch, 10k steps: scar": _RUNINHO,
+        "public PyTorch reimplementation, from scratch, 10k steps: 3-way": _RUNINHO,
+    }
+)
+"""Where each :data:`OTHER_IMPLEMENTATIONS` number was published."""
 
 Kind = Literal["texture", "object"]
 

@@ -1,6 +1,6 @@
 """Self-supervised training on the CutPaste proxy task: a step-based loop that keeps the GPU busy.
 
-One update step (PAPER.md, A.1): draw ``batch_size`` original images (32) from the uint8 cache,
+One update step (paper, A.1): draw ``batch_size`` original images (32) from the uint8 cache,
 build their augmented views with :func:`cutpaste_lib.augment.make_proxy_batch` (3-way: 96
 classifier inputs), and take one SGD step on the cross-entropy of the proxy labels
 
@@ -27,8 +27,10 @@ Choices where the paper is silent (the notebook repeats them):
 * The model is trained on the classifier inputs of all views at once (one batch of K x B).
 * Transfer protocol (``protocol="transfer"``, Table 3): ``warmup_steps`` head-only steps at ``lr``
   with the encoder frozen (eval-mode BN), then full fine-tuning at ``finetune_lr`` with the encoder's
-  batch-norm layers frozen; each phase has its own cosine cycle. Paper: batch 24, 10 + 64 epochs of
-  256 steps; pass ``batch_size=24, steps=18944, warmup_steps=2560`` for that.
+  batch-norm layers frozen; each phase has its own cosine cycle (the paper does not say). Paper:
+  batch 24, 10 + 64 epochs of 256 steps. We read "batch 24" the way we read Table 1's 64/96: as
+  classifier inputs, i.e. 8 originals with their views in 3-way; pass
+  ``batch_size=8, steps=18944, warmup_steps=2560`` for that (``batch_size`` counts originals).
 * ``deterministic=True`` sets ``torch.use_deterministic_algorithms(True, warn_only=True)`` and turns
   cuDNN benchmarking off; ops without a deterministic kernel warn instead of failing.
 
@@ -87,7 +89,7 @@ RESUME_KEYS = (
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; defaults follow PAPER.md (A.1).
+    """Everything that defines a training run; defaults follow the paper (A.1).
 
     Attributes:
         variant: "3way" (normal / CutPaste / Scar), "cutpaste", "scar" or "union".

@@ -20,7 +20,7 @@ from cutpaste_lib.data import (
 )
 from cutpaste_lib.errors import DataNotFoundError, DatasetError
 
-# ------------------------------------------------------------------ category metadata (PAPER.md)
+# ------------------------------------------------------------------ category metadata (the paper)
 
 
 def test_category_table_follows_the_paper():

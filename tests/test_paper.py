@@ -68,3 +68,8 @@ def test_tables_are_read_only():
     with pytest.raises(TypeError):
         paper.TABLE2_PIXEL["tile"] = 99.0  # type: ignore[index]
     assert "2104.04015" in paper.CITATION
+
+
+def test_every_outside_reference_point_names_its_source():
+    assert set(paper.OTHER_SOURCES) == set(paper.OTHER_IMPLEMENTATIONS)
+    assert all(src.startswith("https://github.com/") for src in paper.OTHER_SOURCES.values())

@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=("paper", "demo"),
         default="paper",
-        help="paper: PAPER.md settings (65,536 steps, 256 px, batch 32, 5 seeds); demo: "
+        help="paper: the paper's settings (65,536 steps, 256 px, batch 32, 5 seeds); demo: "
         "small CPU settings (config.FAST, 2 seeds) for the synthetic data",
     )
     p.add_argument(

@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transfer", action="store_true",
                         help="Table 3 protocol: head-only warm-up on a frozen encoder, then fine-tune "
                              "everything at --finetune-lr with encoder batch norm frozen (needs "
-                             "--pretrained or --weights; paper: --batch-size 24)")  # fmt: skip
+                             "--pretrained or --weights; paper: batch 24, i.e. --batch-size 8 "
+                             "originals x 3 views in 3-way)")  # fmt: skip
     parser.add_argument("--warmup-steps", type=positive_int, default=2560,
                         help="head-only steps of --transfer (paper: 10 epochs x 256)")  # fmt: skip
     parser.add_argument("--finetune-lr", type=positive_float, default=1e-4,

@@ -46,7 +46,7 @@ MVTEC_CATEGORIES: tuple[str, ...] = MVTEC_TEXTURES + MVTEC_OBJECTS
 SYNTHETIC_CATEGORIES: tuple[str, ...] = ("synth_carpet", "synth_grid", "synth_washer")
 """Categories written by :func:`cutpaste_lib.data.generate_synthetic`."""
 
-# PAPER.md (localization, A.5): objects that sit in a fixed pose get one Gaussian per location;
+# The paper (localization, A.5): objects that sit in a fixed pose get one Gaussian per location;
 # textures, hazelnut and screw (free rotation) share one Gaussian over all locations.
 _ALIGNED_OBJECTS = frozenset(
     {"bottle", "cable", "capsule", "metal_nut", "pill", "toothbrush", "transistor", "zipper"}
@@ -78,7 +78,7 @@ class CategoryInfo:
 def category_info(
     name: str, *, kind: Kind | None = None, aligned: bool | None = None
 ) -> CategoryInfo:
-    """Metadata of a category: the MVTec table of PAPER.md, the synthetic ones, or defaults.
+    """Metadata of a category: the MVTec categories of the paper, the synthetic ones, or defaults.
 
     Unknown names (your own data) default to ``kind="object", aligned=False``, i.e. one
     Gaussian shared by all locations, which is the safe choice when the pose varies.
