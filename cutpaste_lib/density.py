@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -66,6 +67,7 @@ CovarianceMethod = Literal["ledoit_wolf", "ridge", "empirical"]
 COVARIANCE_METHODS: tuple[str, ...] = ("ledoit_wolf", "ridge", "empirical")
 DENSITY_METHODS: tuple[str, ...] = (*COVARIANCE_METHODS, "kde")
 _TRAIN_STATS_ROWS = 4096
+_CROSS_FIT_MIN_ROWS = 6  # 3 per half: a Ledoit-Wolf Gaussian of 2 points is singular
 
 
 class NonFiniteFeaturesError(CutPasteError, ValueError):
@@ -392,17 +394,16 @@ class _Density:
 
         The even-indexed rows are scored by the same estimator (same settings) fitted on the odd
         rows, and vice versa, so every score is that of an image its density has not seen, as a
-        clean test image would be. With fewer than 4 rows (2 per half) there is nothing to
-        cross-fit and the in-sample scores of this (fitted) estimator are returned.
+        clean test image would be. Returns the in-sample scores of this (fitted) estimator
+        instead when there is too little to cross-fit: fewer than 6 rows (a Ledoit–Wolf
+        Gaussian of 2 points is singular), or halves too small for the estimator (the
+        "empirical" covariance needs more than D rows per half; a warning says so).
         Same shape and dtype as :meth:`score`.
         """
-        x = self._prepare(features, "training features")
-        if x.shape[0] < 4:
-            return self._score_prepared(x)
-        return self._cross_fitted_prepared(x)
+        return self._cross_fitted_prepared(self._prepare(features, "training features"))
 
     def _cross_fitted_prepared(self, x: Tensor) -> Tensor:
-        if x.shape[0] < 4:
+        if x.shape[0] < _CROSS_FIT_MIN_ROWS:
             return self._score_prepared(x)
         settings = {**self.config(), "normalize": False}  # x is already prepared
         out = None
@@ -413,7 +414,17 @@ class _Density:
             half._train_stats = False
             if hasattr(self, "chunk_size"):
                 half.chunk_size = self.chunk_size
-            scores = half.fit_clean_features(x[fit_rows])._score_prepared(x[score_rows])
+            try:
+                half.fit_clean_features(x[fit_rows])
+            except SingularCovarianceError:
+                warnings.warn(
+                    f"cross-fitting needs a Gaussian on half of the {x.shape[0]} training rows, and "
+                    f"that covariance is singular ({self.config()}); the training-score statistics "
+                    "are in-sample (too small when rows are few): prefer 'ledoit_wolf' or 'ridge'",
+                    stacklevel=3,
+                )
+                return self._score_prepared(x)
+            scores = half._score_prepared(x[score_rows])
             if out is None:
                 out = scores.new_empty((x.shape[0], *scores.shape[1:]))
             out[score_rows] = scores

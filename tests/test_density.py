@@ -311,9 +311,20 @@ def test_training_statistics_describe_new_clean_images(estimator):
 
 
 def test_cross_fitted_scores_with_too_few_rows_are_in_sample():
-    x = _features(3, 4)
+    for n in (4, 5):  # halves of 2: a Ledoit-Wolf Gaussian of 2 points is singular
+        x = _features(n, 8)
+        gde = GaussianDensity().fit(Embeddings.clean_train(x))
+        assert torch.equal(gde.cross_fitted_scores(x), gde.score(x))
+    x = _features(6, 8)
     gde = GaussianDensity().fit(Embeddings.clean_train(x))
-    assert torch.equal(gde.cross_fitted_scores(x), gde.score(x))
+    assert not torch.equal(gde.cross_fitted_scores(x), gde.score(x))
+
+
+def test_empirical_covariance_with_singular_halves_warns_and_stays_in_sample():
+    x = _features(30, 20)  # N > D, but each half has 15 < 20 rows
+    with pytest.warns(UserWarning, match="in-sample"):
+        gde = GaussianDensity("empirical").fit(Embeddings.clean_train(x))
+    assert float(gde.train_score_mean) == pytest.approx(float(gde.score(x).mean()), rel=1e-12)
 
 
 @pytest.mark.gpu
