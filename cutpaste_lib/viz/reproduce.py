@@ -101,7 +101,7 @@ def plot_ours_vs_paper(
     ax.axhline(50, color="k", lw=0.6, ls=":")
     note = "" if has_paper else " (no paper numbers: not MVTec AD)"
     ax.set_title(f"{_TITLES.get(variant, variant)} {mode} model{note}", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 
