@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "command", metavar="COMMAND", choices=list(COMMANDS), help="one of the commands above"
     )
-    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS, metavar="...")
     return parser
 
 
@@ -53,6 +53,10 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # no command: the list of commands, as a usage error
+        build_parser().print_help(sys.stderr)
+        return 2
     top = build_parser().parse_args(argv)
     parser, module = command_parser(top.command)
     args = parser.parse_args(top.args)
@@ -63,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except (UserError, CutPasteError) as exc:
         print(f"cutpaste {top.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the system refused (permissions, full disk, ...): name it
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"cutpaste {top.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
 
 

@@ -14,7 +14,9 @@ different question: "what looks like a pasted patch?", not "what makes this imag
 
 Choices where the paper is silent (stated here, repeated in notebook 05):
 
-* The default layer is the encoder's ``layer4`` (ResNet-18: 8x8 at 256 px, 2x2 at 64 px).
+* The default layer is the encoder's ``layer4`` (ResNet-18: 8x8 at 256 px, 2x2 at 64 px); for
+  encoders without one (EfficientNet, the paper's Table 3 encoder) the last block of ``features``
+  (:func:`default_layer`).
 * Maps are returned raw (not min-max scaled per image): the pixel metrics pool pixels of all test
   images, and a per-image rescaling would erase the fact that an anomalous image gets a larger map
   than a normal one. :func:`minmax_per_image` gives the scaled version for display, which is what
@@ -88,6 +90,26 @@ def available_layers(model: nn.Module, max_depth: int | None = None) -> list[str
     if max_depth is not None:
         names = [n for n in names if n.count(".") < max_depth]
     return names
+
+
+def default_layer(model: nn.Module) -> str:
+    """The last convolutional stage of the encoder: ``layer4`` for ResNets (the paper's choice),
+    the last block of ``features`` for EfficientNet / ConvNeXt / VGG-style encoders.
+
+    Raises:
+        LayerNotFoundError: neither exists (pass a layer name; the message lists them).
+    """
+    encoder = getattr(model, "encoder", model)
+    if isinstance(getattr(encoder, "layer4", None), nn.Module):
+        return DEFAULT_LAYER
+    features = getattr(encoder, "features", None)
+    if isinstance(features, nn.Sequential) and len(features) > 0:
+        return f"features.{len(features) - 1}"
+    shown = available_layers(model, max_depth=2)
+    raise LayerNotFoundError(
+        f"no default Grad-CAM layer for {type(encoder).__name__} (neither layer4 nor features): "
+        f"name one, e.g. one of {', '.join(shown[-8:])}"
+    )
 
 
 def resolve_layer(model: nn.Module, name: str = DEFAULT_LAYER) -> tuple[str, nn.Module]:
@@ -413,6 +435,7 @@ __all__ = [
     "Target",
     "anomaly_score_target",
     "available_layers",
+    "default_layer",
     "grad_cam",
     "gradcam_maps",
     "gradcam_metrics",

@@ -188,6 +188,13 @@ def test_defective_image_without_mask(jpg_root):
         DatasetError, match=r"crack/001\.png has no mask \(expected .*001_mask\.png\)"
     ):
         load_split(jpg_root, "parts", "test")
+    # image-level evaluation only: the image stays, labelled, without a mask; the others keep theirs
+    samples = load_split(jpg_root, "parts", "test", require_masks=False)
+    crack = {s.path.name: s for s in samples if s.defect == "crack"}
+    assert crack["001.png"].label == 1 and crack["001.png"].mask_path is None
+    assert all(
+        s.mask_path is not None for s in samples if s.label == 1 and s.path.name != "001.png"
+    )
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])

@@ -224,3 +224,40 @@ def test_cli_bad_checkpoint_path(synthetic_root, tmp_path, capsys):
     assert main([*base, "--checkpoint", str(corrupt), "--device", "cpu"]) == 2
     assert "corrupt.pt" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _copy_category(src, dst, category="synth_grid"):
+    import shutil
+
+    shutil.copytree(src / category, dst / category)
+    return dst / category
+
+
+def test_cli_evaluate_needs_no_masks_and_refuses_one_training_image(
+    tiny_checkpoint, synthetic_root, tmp_path, capsys
+):
+    import shutil
+
+    from cutpaste_lib.cli import main
+
+    root = tmp_path / "data"
+    cat = _copy_category(synthetic_root, root)
+    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(root),
+            "--category", "synth_grid", "--device", "cpu", "--tsne-images", "0"]  # fmt: skip
+    with_masks = tmp_path / "with_masks"
+    assert main([*argv, "--out", str(with_masks)]) == 0
+    # image-level evaluation of data labelled by folder only: no ground_truth/ at all
+    shutil.rmtree(cat / "ground_truth")
+    no_masks = tmp_path / "no_masks"
+    assert main([*argv, "--out", str(no_masks)]) == 0
+    a = json.loads((with_masks / "metrics.json").read_text())
+    b = json.loads((no_masks / "metrics.json").read_text())
+    assert a["image_auroc"] == b["image_auroc"] and a["n_test"] == b["n_test"]
+    # one training image: one line naming the folder, nothing written
+    for extra in sorted((cat / "train" / "good").iterdir())[1:]:
+        extra.unlink()
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(cat / "train" / "good") in err and "at least 2" in err
+    assert not (tmp_path / "one").exists()

@@ -356,6 +356,19 @@ def test_layer_lookup_falls_back_to_the_encoder():
     assert resolve_layer(model, "head.1")[1] is model.head[1]
 
 
+def test_default_layer_is_the_encoders_last_stage():
+    from torchvision.models import efficientnet_b0
+
+    from cutpaste_lib.gradcam import default_layer
+
+    assert default_layer(TinyCutPaste()) == "layer4"
+    effnet = efficientnet_b0()  # the paper's Table 3 family: no layer4, stages in .features
+    assert default_layer(effnet) == "features.8"
+    assert resolve_layer(effnet, default_layer(effnet))[1] is effnet.features[8]
+    with pytest.raises(LayerNotFoundError, match="no default Grad-CAM layer"):
+        default_layer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+
+
 def test_layers_that_cannot_be_explained_give_clear_errors():
     model = TinyCutPaste()
     x = torch.randn(2, 3, 16, 16)

@@ -38,6 +38,8 @@ def positive_float(text: str) -> float:
 
 def existing_dir(text: str) -> Path:
     path = Path(text).expanduser()
+    if path.is_file():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"folder not found: {path}")
     return path
@@ -45,8 +47,24 @@ def existing_dir(text: str) -> Path:
 
 def existing_file(text: str) -> Path:
     path = Path(text).expanduser()
+    if path.is_dir():
+        hint = " (pass the checkpoint.pt inside it)" if (path / "checkpoint.pt").is_file() else ""
+        raise argparse.ArgumentTypeError(f"{path} is a folder, not a file{hint}")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"file not found: {path}")
+    return path
+
+
+def out_dir(text: str) -> Path:
+    """An output folder: may not exist yet, but must not be an existing file."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    for parent in path.parents:  # a file where a parent folder should be
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
+            break
     return path
 
 
@@ -59,3 +77,15 @@ def device(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def require_train_images(cache, minimum: int, root, category: str, why: str) -> None:
+    """A one-line error naming ``train/good`` when it holds fewer than ``minimum`` images."""
+    from cutpaste_lib.cli import UserError
+
+    if len(cache) < minimum:
+        folder = Path(root) / category / "train" / "good"
+        raise UserError(
+            f"{folder} has {len(cache)} image(s); {why} needs at least {minimum} "
+            "(MVTec AD categories have 60 to 391)"
+        )

@@ -27,7 +27,7 @@ from cutpaste_lib.commands import _args
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
-        type=Path,
+        type=_args.out_dir,
         default=Path("outputs/demo"),
         help="output folder (default outputs/demo)",
     )

@@ -23,7 +23,9 @@ from cutpaste_lib.commands._args import (
     existing_dir,
     existing_file,
     non_negative_int,
+    out_dir,
     positive_int,
+    require_train_images,
 )
 
 
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--category", required=True, help="category folder under --data, e.g. screw"
     )
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=out_dir, default=None,
                         help="output folder (default: outputs/evaluate/CATEGORY)")  # fmt: skip
     parser.add_argument(
         "--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)"
@@ -107,9 +109,14 @@ def run(args: argparse.Namespace) -> int:
     if trained_on and trained_on != args.category:
         print(f"cutpaste evaluate: warning: {args.checkpoint} was trained on {trained_on!r}, "
               f"evaluating on {args.category!r}", file=sys.stderr)  # fmt: skip
+    if config.get("patch_size"):
+        print(f"note: {args.checkpoint} is a patch model (trained on {config['patch_size']} px crops); "
+              "`cutpaste localize` is its evaluation, this scores whole images", file=sys.stderr)  # fmt: skip
     size = args.image_size or int(config["image_size"])
     train_cache = load_cache(args.data, args.category, "train", size)
-    test_cache = load_cache(args.data, args.category, "test", size)
+    require_train_images(train_cache, 2, args.data, args.category, "the Gaussian density")
+    # image-level only: defective test images need no ground-truth mask (your own data)
+    test_cache = load_cache(args.data, args.category, "test", size, masks=False)
     result = evaluate(
         model, train_cache, test_cache, density=args.density, batch_size=args.batch_size, device=dev
     )

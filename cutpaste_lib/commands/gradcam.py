@@ -41,11 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--category", required=True, help="category folder under --data, e.g. bottle"
     )
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=_args.out_dir, default=None,
                         help="output folder (default: outputs/gradcam/CATEGORY)")  # fmt: skip
-    parser.add_argument("--layer", default="layer4",
-                        help="dotted name of the layer to explain (default layer4 = encoder.layer4: "
-                             "8x8 at 256 px for ResNet-18; layer3 is twice as fine but less semantic)")  # fmt: skip
+    parser.add_argument("--layer", default=None,
+                        help="dotted name of the layer to explain (default: the encoder's last stage, "
+                             "layer4 for ResNets: 8x8 at 256 px for ResNet-18, layer3 is twice as fine "
+                             "but less semantic; features.N, the last block, for EfficientNet)")  # fmt: skip
     parser.add_argument("--target", type=target_spec, default="score",
                         help="score (default, as in the paper: the Mahalanobis anomaly score under the "
                              "Gaussian fitted on clean train images) or logit:K (a proxy-class logit)")  # fmt: skip
@@ -67,7 +68,13 @@ def run(args: argparse.Namespace) -> int:
     from cutpaste_lib.data import load_cache
     from cutpaste_lib.density import GaussianDensity
     from cutpaste_lib.evaluate import embed
-    from cutpaste_lib.gradcam import gradcam_maps, gradcam_metrics, parse_target, resolve_layer
+    from cutpaste_lib.gradcam import (
+        default_layer,
+        gradcam_maps,
+        gradcam_metrics,
+        parse_target,
+        resolve_layer,
+    )
     from cutpaste_lib.metrics import auroc
     from cutpaste_lib.paper import GRADCAM_PIXEL_AUROC_MEAN
     from cutpaste_lib.train import load_checkpoint
@@ -77,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, config = load_checkpoint(args.checkpoint, device=device)
-    layer, _ = resolve_layer(model, args.layer)  # fail on a bad name before any heavy work
+    # fail on a bad name before any heavy work
+    layer, _ = resolve_layer(model, args.layer or default_layer(model))
     num_classes = int(config.get("model", {}).get("num_classes", model.classifier.out_features))
     if args.target.startswith("logit:") and int(args.target[6:]) >= num_classes:
         raise UserError(
@@ -85,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         )
     image_size = args.image_size or int(config.get("image_size", 256))
     train = load_cache(args.data, args.category, "train", image_size, device=device)
+    _args.require_train_images(train, 2, args.data, args.category, "the Gaussian density")
     test = load_cache(args.data, args.category, "test", image_size, device=device)
     if test.masks is None or not bool(test.masks.any()) or bool(test.masks.all()):
         raise UserError(

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--category", required=True, help="category to localize, e.g. bottle")
     parser.add_argument(
         "--out",
-        type=Path,
+        type=_args.out_dir,
         default=None,
         help="output folder for metrics.json and figures (default outputs/localize/CATEGORY)",
     )
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from cutpaste_lib.cli import UserError
     from cutpaste_lib.config import resolve_device
     from cutpaste_lib.data import load_cache
-    from cutpaste_lib.localize import localize
+    from cutpaste_lib.localize import localize, resolve_density_mode
     from cutpaste_lib.train import load_checkpoint
     from cutpaste_lib.viz.common import save_figure
     from cutpaste_lib.viz.heatmaps import heatmap_gallery, pick_examples, pixel_curves_figure
@@ -103,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         print("note: this checkpoint was trained on whole images, not patches; localization expects a "
               "patch model (cutpaste train --patch)")  # fmt: skip
     train = load_cache(args.data, args.category, "train", image_size, device=device)
+    per_location = resolve_density_mode(args.density, args.category) == "per-location"
+    _args.require_train_images(train, 4 if per_location else 2, args.data, args.category,
+                               f"the {'per-location' if per_location else 'shared'} patch Gaussian")  # fmt: skip
     test = load_cache(args.data, args.category, "test", image_size, device=device)
     start = time.perf_counter()
     result = localize(
@@ -144,10 +147,15 @@ def run(args: argparse.Namespace) -> int:
     save_figure(gallery, out / "heatmaps.png", dpi=90)
     save_figure(curves, out / "pixel_curves.png", dpi=90)
     io.write_json(out / "metrics.json", metrics)
+    image_auroc = (
+        f"{metrics['image_auroc']:.4f}"
+        if "image_auroc" in metrics
+        else "n/a (the test split needs good and defective images)"
+    )
     print(
         f"{args.category}: pixel AUROC {metrics['pixel_auroc']:.4f}  AUPRO {metrics['aupro']:.4f}  "
-        f"pixel F1-max {metrics['pixel_f1_max']:.4f}  image AUROC (max of map) "
-        f"{metrics.get('image_auroc', float('nan')):.4f}  [{pd.mode}, grid {pd.grid.shape}, {seconds:.1f} s]"
+        f"pixel F1-max {metrics['pixel_f1_max']:.4f}  image AUROC (max patch score) "
+        f"{image_auroc}  [{pd.mode}, grid {pd.grid.shape}, {seconds:.1f} s]"
     )
     print(f"wrote {out / 'metrics.json'}, {out / 'heatmaps.png'}, {out / 'pixel_curves.png'}")
     return 0

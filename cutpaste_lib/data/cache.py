@@ -194,11 +194,18 @@ def load_cache(
     *,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    masks: bool | None = None,
 ) -> ImageCache:
-    """:func:`load_split` then :func:`build_cache`; the test split comes with masks."""
-    samples = load_split(root, category, split)  # type: ignore[arg-type]
+    """:func:`load_split` then :func:`build_cache`.
+
+    ``masks``: read the ground-truth masks (default: for the test split). ``masks=False`` on the
+    test split is image-level evaluation: defective images need no mask and ``cache.masks`` is
+    None.
+    """
+    masks = split == "test" if masks is None else bool(masks)
+    samples = load_split(root, category, split, require_masks=masks)  # type: ignore[arg-type]
     return build_cache(
-        samples, image_size, device=device, with_masks=(split == "test"),
+        samples, image_size, device=device, with_masks=masks,
         category=category, split=split, progress=progress,
     )  # fmt: skip
 

@@ -178,16 +178,21 @@ def find_mask(root: str | Path, category: str, defect: str, image: Path) -> Path
     return _lookup_mask(_mask_index(Path(root), category, defect), Path(image))
 
 
-def load_split(root: str | Path, category: str, split: Split) -> list[Sample]:
+def load_split(
+    root: str | Path, category: str, split: Split, *, require_masks: bool = True
+) -> list[Sample]:
     """List the images of one split of one category, with labels and mask paths.
 
     ``train`` returns the images of ``train/good`` (label 0). ``test`` returns ``test/good``
     (label 0) and every other folder of ``test/`` (label 1, defect type = folder name), each
-    defective image with its mask from ``ground_truth/``.
+    defective image with its mask from ``ground_truth/``. With ``require_masks=False`` (image-level
+    evaluation, e.g. your own data labelled by folder only) a defective image without a mask is
+    kept with ``mask_path=None``.
 
     Raises:
         DataNotFoundError: ``root``, the category or the split folder is missing.
-        DatasetError: no images in ``train/good`` or ``test``, or a defective image has no mask.
+        DatasetError: no images in ``train/good`` or ``test``, or a defective image has no mask
+            (``require_masks``).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -221,7 +226,7 @@ def load_split(root: str | Path, category: str, split: Split) -> list[Sample]:
                 samples.append(Sample(image, 0, "good", None))
                 continue
             mask = _lookup_mask(index, image)
-            if mask is None:
+            if mask is None and require_masks:
                 expected = cat_dir / "ground_truth" / defect / f"{image.stem}_mask.png"
                 raise DatasetError(
                     f"defective test image {image} has no mask (expected {expected})"
