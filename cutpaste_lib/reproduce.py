@@ -60,7 +60,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cutpaste_lib import config, paper
-from cutpaste_lib.errors import CutPasteError, DataNotFoundError
+from cutpaste_lib.errors import CutPasteError, DataNotFoundError, DatasetError
 from cutpaste_lib.io import atomic_write, write_text
 
 VARIANTS: tuple[str, ...] = ("cutpaste", "scar", "union", "3way")
@@ -277,6 +277,38 @@ def available_categories(root: str | Path) -> list[str]:
     return [c for c in paper.CATEGORIES if c in found] + sorted(found - set(paper.CATEGORIES))
 
 
+def check_test_splits(root: str | Path, categories: Iterable[str]) -> None:
+    """Check, before any training, that every category's test split can give an image AUROC.
+
+    The AUROC needs good and defective test images; without this check a category that lacks
+    either shows up only after each of its models has been trained. The test splits are read with
+    :func:`cutpaste_lib.data.load_split`, so a missing folder or mask is reported here too.
+
+    Raises:
+        DatasetError: one or more categories cannot be scored; the message lists all of them,
+            each with its test folder.
+    """
+    from cutpaste_lib.data import load_split
+
+    root = Path(root).expanduser()
+    problems = []
+    for category in categories:
+        folder = root / category / "test"
+        try:
+            labels = {s.label for s in load_split(root, category, "test")}
+        except CutPasteError as exc:
+            problems.append(f"{category}: {exc}")
+            continue
+        if 0 not in labels:
+            problems.append(f"{category}: no good images in {folder / 'good'}")
+        elif 1 not in labels:
+            problems.append(f"{category}: no defective images in {folder} (only good/)")
+    if problems:
+        raise DatasetError(
+            f"the image AUROC needs good and defective test images: {'; '.join(problems)}"
+        )
+
+
 def category_kind(category: str) -> str:
     """``texture`` or ``object`` (:func:`cutpaste_lib.data.category_info`; unknown names: object)."""
     from cutpaste_lib.data import category_info
@@ -479,17 +511,26 @@ def read_results(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"results CSV not found: {path}")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise CutPasteError(f"{path} is not a reproduce results CSV: missing columns {missing}")
-        rows = []
-        for line, raw in enumerate(reader, start=2):
-            if None in raw or any(v is None for v in raw.values()):
-                raise CutPasteError(f"{path}:{line}: wrong number of fields")
-            rows.append({c: _parse(c, raw[c], f"{path}:{line}") for c in COLUMNS})
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                raise CutPasteError(
+                    f"{path} is not a reproduce results CSV: missing columns {missing}"
+                )
+            rows = []
+            for line, raw in enumerate(reader, start=2):
+                if None in raw or any(v is None for v in raw.values()):
+                    raise CutPasteError(f"{path}:{line}: wrong number of fields")
+                rows.append({c: _parse(c, raw[c], f"{path}:{line}") for c in COLUMNS})
+    except UnicodeDecodeError as exc:  # a binary file, or text in another encoding
+        raise CutPasteError(
+            f"{path} is not a reproduce results CSV: not UTF-8 text (byte {exc.start})"
+        ) from None
+    except csv.Error as exc:
+        raise CutPasteError(f"{path} is not a reproduce results CSV: {exc}") from None
     return rows
 
 
@@ -582,7 +623,12 @@ def merge_results(csv_paths: Sequence[str | Path], out_dir: str | Path) -> Path:
 
     Rows with the same key and the same results and settings are kept once; the same key with
     different results is a conflict and an error naming both files. Score-file paths are rewritten
-    relative to the merged CSV when the file exists.
+    relative to the merged CSV when the file exists. Every input is checked before anything is
+    written: on an error ``out_dir`` is left as it was (not even created).
+
+    Raises:
+        CutPasteError: a file is not a results CSV, the CSVs conflict or mix settings, or they
+            hold no rows at all (nothing to merge).
     """
     if not csv_paths:
         raise CutPasteError("--merge needs at least one CSV")
@@ -607,6 +653,12 @@ def merge_results(csv_paths: Sequence[str | Path], out_dir: str | Path) -> Path:
                 continue
             merged[key] = (row, p)
     rows = [r for r, _ in merged.values()]
+    if not rows:
+        hold = "holds" if len(csv_paths) == 1 else "hold"
+        raise CutPasteError(
+            f"no results to tabulate: {', '.join(str(p) for p in csv_paths)} {hold} no rows "
+            "(only a header): run the grid first"
+        )
     check_consistent(rows, "the CSVs to merge")
     rows.sort(key=_row_order)
     with _locked(target):
@@ -714,6 +766,8 @@ def run_grid(
 
     Raises:
         DataNotFoundError / ValueError: bad root, category, variant, seed, shard or settings.
+        DatasetError: a category's test split lacks good or defective images
+            (:func:`check_test_splits`, before any job runs).
         CutPasteError: the CSV holds runs with other settings, or some jobs failed (after every
             other job ran; a rerun retries only the failed ones).
     """
@@ -737,6 +791,7 @@ def run_grid(
     jobs = make_grid(list(categories), list(variants), seeds, patch_variants=patch_variants)
     if not jobs:
         raise ValueError("the grid is empty: give at least one category, variant and seed")
+    check_test_splits(root, categories)  # before any training, every problem at once
     if shard is not None:
         jobs = select_shard(jobs, *shard)
     devices = plan_workers(device, workers)
@@ -1294,7 +1349,7 @@ def _table2(rows, cats, kinds, show_paper) -> list[str]:
         out += [
             f"## Table 2: pixel AUROC (%), {_VARIANT_TITLE[v]} patch model",
             "",
-            "| category | pixel AUROC (ours) | paper | Δ | AUPRO (ours) | image AUROC, max of map (ours) |",
+            "| category | pixel AUROC (ours) | paper | Δ | AUPRO (ours) | image AUROC, max patch score (ours) |",
             "|---|---|---|---|---|---|",
         ]
         for c in cs:

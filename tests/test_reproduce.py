@@ -7,6 +7,7 @@ end-to-end job checks the default train -> evaluate pipeline.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from cutpaste_lib import reproduce
-from cutpaste_lib.errors import CutPasteError, DataNotFoundError
+from cutpaste_lib.errors import CutPasteError, DataNotFoundError, DatasetError
 from cutpaste_lib.reproduce import GridSettings, Job, JobSpec
 
 TINY = GridSettings(
@@ -61,10 +62,19 @@ def failing_job(spec: JobSpec) -> dict:
     return fake_job(spec)
 
 
-def make_root(tmp_path: Path, categories) -> Path:
+def make_root(tmp_path: Path, categories, *, test=("good", "crack")) -> Path:
+    """MVTec layout with (empty, never decoded) image files: the fake jobs read no pixels, and
+    run_grid's pre-flight only lists the test split (``test``: its folders)."""
     root = tmp_path / "data"
     for c in categories:
         (root / c / "train" / "good").mkdir(parents=True)
+        (root / c / "test").mkdir()
+        for defect in test:
+            (root / c / "test" / defect).mkdir()
+            (root / c / "test" / defect / "000.png").touch()
+            if defect != "good":
+                (root / c / "ground_truth" / defect).mkdir(parents=True)
+                (root / c / "ground_truth" / defect / "000_mask.png").touch()
     return root
 
 
@@ -308,6 +318,31 @@ def test_unknown_category_lists_the_valid_ones(tmp_path):
         reproduce.run_grid(root, tmp_path / "o", categories=["wood"], device="cpu", job=fake_job)
 
 
+def test_test_splits_without_both_classes_are_refused_before_any_training(tmp_path):
+    root = make_root(tmp_path, ["tile"])
+    make_root(tmp_path, ["screw"], test=("good",))  # no defective test images
+    make_root(tmp_path, ["carpet"], test=("crack",))  # no good test images
+    make_root(tmp_path, ["wood"], test=())  # an empty test folder
+    CALLS.clear()
+    with pytest.raises(DatasetError, match="needs good and defective test images") as info:
+        reproduce.run_grid(
+            root, tmp_path / "o", variants=["scar"], seeds=[0], settings=TINY, device="cpu",
+            job=fake_job, progress=False,
+        )  # fmt: skip
+    message = str(info.value)
+    assert f"screw: no defective images in {root / 'screw' / 'test'}" in message
+    assert f"carpet: no good images in {root / 'carpet' / 'test' / 'good'}" in message
+    assert f"wood: no test images in {root / 'wood' / 'test'}" in message
+    assert "tile" not in message  # every problem at once, and only the problems
+    assert CALLS == [] and not (tmp_path / "o").exists()
+    # the categories that have both classes run
+    res = reproduce.run_grid(
+        root, tmp_path / "o", categories=["tile"], variants=["scar"], seeds=[0], settings=TINY,
+        device="cpu", job=fake_job, progress=False,
+    )  # fmt: skip
+    assert res.ran == 1 and CALLS == ["tile/scar/image/seed0"]
+
+
 def test_two_worker_processes_give_the_same_rows_as_one(tmp_path):
     root = make_root(tmp_path, ["wood"])
     kw = dict(
@@ -408,6 +443,18 @@ def test_foreign_csv_is_rejected(tmp_path):
     p.write_text("a,b\n1,2\n")
     with pytest.raises(CutPasteError, match="not a reproduce results CSV"):
         reproduce.read_results(p)
+    p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")  # binary, not UTF-8
+    with pytest.raises(CutPasteError, match=r"x.csv is not a reproduce results CSV: not UTF-8"):
+        reproduce.read_results(p)
+
+
+def test_merge_of_header_only_csvs_writes_nothing(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join(reproduce.COLUMNS) + "\n")
+    assert reproduce.read_results(empty) == []
+    with pytest.raises(CutPasteError, match="no results to tabulate: .*empty.csv holds no rows"):
+        reproduce.merge_results([empty], tmp_path / "m" / "deeper")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv"]
 
 
 # ------------------------------------------------------------------ ensemble and tables
@@ -564,11 +611,59 @@ def test_cli_validates_flags(tmp_path, capsys):
     assert code == 2 and "valid are tile" in capsys.readouterr().err
     code = cli.main(["reproduce", "--out", str(tmp_path / "o")])
     assert code == 2 and "--data ROOT is required" in capsys.readouterr().err
-    code = cli.main(
-        ["reproduce", "--data", str(root), "--out", str(tmp_path / "o"), "--image-size", "16"]
-    )
-    assert code == 2 and "patch_size (64) exceeds image_size (16)" in capsys.readouterr().err
+    base = ["reproduce", "--data", str(root), "--out", str(tmp_path / "o")]
+    for extra, message in (
+        (["--patch-size", "16"], "--patch-size needs --patch"),
+        (["--patch", "--image-size", "32"], "--patch with --image-size 32 needs --patch-size <= 32"),
+        (["--patch", "--image-size", "32", "--patch-size", "48"],
+         "--patch-size 48 is larger than --image-size 32"),
+        (["--patch", "--patch-size", "300"],
+         "--patch-size 300 is larger than the paper preset's --image-size 256"),
+    ):  # fmt: skip
+        assert cli.main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cutpaste reproduce: error: {message}")
+        assert err.count("\n") == 1 and "GridSettings" not in err and "patch_size" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_image_size_without_patch_is_not_limited_by_patch_sizes(tmp_path, monkeypatch):
+    from cutpaste_lib import cli
+
+    root = make_root(tmp_path, ["tile"])
+    seen = {}
+
+    def fake_run_grid(data, out, **kw):
+        seen.update(kw)
+        return reproduce.GridResult(tmp_path / "none.csv", [], ran=0, skipped=0)
+
+    monkeypatch.setattr(reproduce, "run_grid", fake_run_grid)
+    base = ["reproduce", "--data", str(root), "--out", str(tmp_path / "o"), "--no-progress"]
+
+    def settings(*extra):
+        assert cli.main([*base, *extra]) == 0
+        return seen["settings"]
+
+    # without --patch the unused patch sizes shrink to the image: no error about a patch model
+    assert settings("--image-size", "32") == dataclasses.replace(
+        GridSettings.paper(), image_size=32, patch_size=32, dense_patch=32
+    )
+    assert settings("--image-size", "16", "--preset", "demo") == dataclasses.replace(
+        GridSettings.demo(), image_size=16, patch_size=16, dense_patch=16
+    )
+    # runs that were valid before record exactly what they recorded before
+    assert settings() == GridSettings.paper()
+    assert settings("--preset", "demo") == GridSettings.demo()
+    assert settings("--image-size", "128") == dataclasses.replace(
+        GridSettings.paper(), image_size=128
+    )
+    assert settings("--patch", "--patch-size", "16") == dataclasses.replace(
+        GridSettings.paper(), patch_size=16
+    )
+    # with --patch the crop must fit; the dense patch (no flag) falls back to the crop
+    assert settings("--patch", "--image-size", "24", "--patch-size", "16") == dataclasses.replace(
+        GridSettings.paper(), image_size=24, patch_size=16, dense_patch=16
+    )
 
 
 def test_cli_forwards_compile_and_sizes_to_the_grid(tmp_path, monkeypatch):
@@ -617,6 +712,43 @@ def test_cli_merge(tmp_path, capsys):
     )
     assert keys(reproduce.read_results(tmp_path / "m" / "results.csv")) == keys(res.rows)
     assert (tmp_path / "m" / "tables.md").is_file() and (tmp_path / "m" / "table1.png").is_file()
+
+
+def test_cli_merge_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    from cutpaste_lib import cli
+
+    binary = tmp_path / "scores.npz"
+    binary.write_bytes(bytes(range(256)))
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join(reproduce.COLUMNS) + "\n")
+    out = tmp_path / "m"
+    for inputs, message in (
+        ([binary], f"{binary} is not a reproduce results CSV: not UTF-8 text"),
+        ([empty], f"no results to tabulate: {empty} holds no rows"),
+    ):
+        assert cli.main(["reproduce", "--merge", *map(str, inputs), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cutpaste reproduce: error: {message}") and err.count("\n") == 1
+        assert not out.exists()  # no results.csv, no .results.csv.lock, no folder
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(["reproduce", "--merge", str(empty), "--out", str(out)]) == 2
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_cli_merge_that_fails_on_the_tables_removes_what_it_wrote(tmp_path, capsys):
+    from cutpaste_lib import cli
+
+    root = make_root(tmp_path, ["leather"])
+    res = reproduce.run_grid(
+        root, tmp_path / "a", variants=["3way"], seeds=[0, 1], settings=TINY, device="cpu",
+        job=fake_job, progress=False,
+    )  # fmt: skip
+    (tmp_path / "a" / res.rows[0]["scores"]).write_bytes(b"garbage")  # the ensemble reads it
+    out = tmp_path / "new" / "m"
+    assert cli.main(["reproduce", "--merge", str(res.csv), "--out", str(out)]) == 2
+    assert "corrupt or foreign score file" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 # ------------------------------------------------------------------ the real job, tiny

@@ -147,26 +147,89 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the output nor the temporary folder
 
 
+TINY = dict(categories=["synth_grid"], size=32, n_test_good=1, n_test_defect=1)
+
+
 def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    generate_synthetic(out, n_train=1, **TINY)
+    (out / "synth_grid" / "notes.txt").write_text("old")
     with pytest.raises(DatasetError, match="already exists"):
-        generate_synthetic(
-            out, categories=["synth_grid"], size=32, n_train=1, n_test_good=1, n_test_defect=1
-        )
-    assert (out / "keep.txt").read_text() == "mine"
-    generate_synthetic(
-        out,
-        categories=["synth_grid"],
-        size=32,
-        n_train=1,
-        n_test_good=1,
-        n_test_defect=1,
-        overwrite=True,
-    )
-    assert not (out / "keep.txt").exists() and list_categories(out) == ["synth_grid"]
+        generate_synthetic(out, n_train=2, **TINY)
+    assert len(load_split(out, "synth_grid", "train")) == 1
+    generate_synthetic(out, n_train=2, overwrite=True, **TINY)  # a dataset made here: replaced
+    assert len(load_split(out, "synth_grid", "train")) == 2
+    assert not (out / "synth_grid" / "notes.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the old tree was cleaned up
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    generate_synthetic(empty, n_train=1, overwrite=True, **TINY)  # an empty folder: replaced
+    assert list_categories(empty) == ["synth_grid"]
+
+
+@pytest.mark.parametrize("manifest", [None, '{"generator": "something else"}', "not json"])
+def test_overwrite_never_deletes_a_folder_that_is_not_a_synthetic_dataset(tmp_path, manifest):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    if manifest is not None:
+        (out / "synthetic.json").write_text(manifest)
+    refused = r"mine is not a synthetic dataset made by cutpaste synth \(no synthetic.json "
+    with pytest.raises(DatasetError, match=refused):
+        generate_synthetic(out, n_train=1, overwrite=True, **TINY)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["notes.txt"] + (["synthetic.json"] if manifest else [])
+    )
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary folder either
+
+
+def test_overwrite_never_deletes_the_working_directory_or_a_parent(tmp_path, monkeypatch):
+    here = tmp_path / "a" / "b"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    for out in (Path("."), here, tmp_path / "a", Path("..")):
+        with pytest.raises(DatasetError, match="working directory or a folder above it"):
+            generate_synthetic(out, n_train=1, overwrite=True, **TINY)
+    assert (
+        here.is_dir() and list(here.iterdir()) == [] and list((tmp_path / "a").iterdir()) == [here]
+    )
+
+
+def test_a_failed_swap_puts_the_old_dataset_back(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    generate_synthetic(out, n_train=1, **TINY)
+    before = _tree_digest(out)
+    real_replace = synthetic_module.os.replace
+
+    def failing_replace(src, dst):
+        if str(src).endswith(".partial"):  # the new dataset onto ``out``: fails
+            raise OSError(16, "Device or resource busy")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(synthetic_module.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="busy"):
+        generate_synthetic(out, n_train=2, overwrite=True, **TINY)
+    assert _tree_digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .partial, no .old folder
+
+
+def test_failure_removes_the_parent_folders_it_created(tmp_path, monkeypatch):
+    def broken(job, size):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(synthetic_module, "_run_job", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate_synthetic(tmp_path / "new" / "deeper" / "out", n_train=1, **TINY)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (never writable)")
+def test_unwritable_location_is_an_os_error_naming_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        generate_synthetic("/proc/nope", n_train=1, **TINY)
+    assert info.value.filename == "/proc/nope"
+    assert not Path("/proc/nope").exists()
 
 
 @pytest.mark.parametrize(
@@ -379,3 +442,35 @@ def test_cutpaste_synth_cli(tmp_path, capsys):
         main(["synth", "--out", str(tmp_path / "x"), "--size", "-3"])
     assert exit_info.value.code == 2 and "--size" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    assert main(argv + ["--n-train", "4", "--overwrite"]) == 0  # a synth dataset: replaced
+    assert len(load_split(out, "synth_grid", "train")) == 4
+    capsys.readouterr()
+
+
+def test_cutpaste_synth_cli_overwrite_keeps_foreign_folders(tmp_path, capsys, monkeypatch):
+    from cutpaste_lib.cli import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    argv = ["synth", "--categories", "synth_grid", "--size", "16", "--n-train", "1", "--overwrite"]
+    assert main(argv + ["--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cutpaste synth: error: ")
+    assert f"{mine} is not a synthetic dataset made by cutpaste synth" in err
+    assert (mine / "notes.txt").read_text() == "mine"
+    monkeypatch.chdir(mine)
+    assert main(argv + ["--out", "."]) == 2
+    assert "working directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no ..*.old folder
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (never writable)")
+def test_cutpaste_synth_cli_unwritable_out_is_one_line(capsys):
+    from cutpaste_lib.cli import main
+
+    argv = ["synth", "--out", "/proc/nope", "--categories", "synth_grid", "--size", "16"]
+    assert main(argv + ["--n-train", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "cutpaste synth: error: cannot create /proc/nope: No such file or directory\n"

@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=_args.out_dir,
         required=True,
         metavar="DIR",
         help="results.csv, tables.md, per-job checkpoints and scores go here; rerunning "
@@ -89,11 +89,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=_args.positive_int,
         help="original images per step (paper: 32, i.e. 64 binary / 96 3-way inputs)",
     )
-    p.add_argument("--image-size", type=_args.positive_int, help="input size in px (paper: 256)")
+    p.add_argument(
+        "--image-size",
+        type=_args.positive_int,
+        help="input size in px (paper: 256); without --patch the (unused) patch sizes shrink to fit",
+    )
     p.add_argument(
         "--patch-size",
         type=_args.positive_int,
-        help="training crop of patch models in px (paper: 64)",
+        help="training crop of patch models in px (paper: 64); needs --patch",
     )
     p.add_argument(
         "--patch",
@@ -163,9 +167,15 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--merge combines CSVs and takes no grid flags (got {', '.join(used)})"
             )
-        csv_path = reproduce.merge_results(args.merge, args.out)
-        tables = reproduce.write_tables(csv_path, args.out)
-        _figure(csv_path, args.out, "table1.png")
+        created = [d for d in (args.out, *args.out.parents) if not d.exists()]
+        before = set(args.out.iterdir()) if args.out.is_dir() else set()
+        try:  # merge_results checks every CSV before it writes; the tables read the score files
+            csv_path = reproduce.merge_results(args.merge, args.out)
+            tables = reproduce.write_tables(csv_path, args.out)
+            _figure(csv_path, args.out, "table1.png")
+        except BaseException:
+            _remove_new(args.out, before, created)
+            raise
         print(
             f"merged {len(args.merge)} CSVs into {csv_path} ({len(reproduce.read_results(csv_path))} jobs)"
         )
@@ -176,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--data ROOT is required (or use --merge CSV ... to combine results)")
     if args.weights is not None and not args.pretrained:
         raise UserError("--weights is only used with --pretrained")
+    if args.patch_size is not None and not args.patch:
+        raise UserError("--patch-size needs --patch")
     base = (
         reproduce.GridSettings.demo() if args.preset == "demo" else reproduce.GridSettings.paper()
     )
@@ -184,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         for k in ("steps", "batch_size", "image_size", "patch_size")
         if getattr(args, k) is not None
     }
+    overrides.update(_patch_sizes(args, base))
     if args.pretrained:
         overrides.update(pretrained=True, weights=str(args.weights) if args.weights else None)
     if args.compile:
@@ -223,6 +236,52 @@ def run(args: argparse.Namespace) -> int:
     _figure(result.csv, args.out, f"table1{suffix}.png")
     print(f"tables: {tables}")
     return 0
+
+
+def _patch_sizes(args: argparse.Namespace, base) -> dict:
+    """Patch-model sizes that fit ``--image-size``, or a UserError naming the flags.
+
+    Without ``--patch`` no patch model is trained: the preset's patch sizes (still recorded in the
+    results CSV) shrink to the image size instead of refusing it. With ``--patch`` the training
+    crop must fit; the dense test patch (no flag) falls back to the crop when it does not fit.
+    Runs whose sizes already fit keep the preset's values.
+    """
+    from cutpaste_lib.cli import UserError
+
+    image_size = args.image_size or base.image_size
+    patch_size = args.patch_size or base.patch_size
+    if args.patch and patch_size > image_size:
+        have = (
+            f"--image-size {image_size}"
+            if args.image_size
+            else f"the {args.preset} preset's --image-size {image_size}"
+        )
+        if args.patch_size:
+            raise UserError(f"--patch-size {patch_size} is larger than {have}")
+        raise UserError(
+            f"--patch with {have} needs --patch-size <= {image_size} (the {args.preset} "
+            f"preset's patch models train on {patch_size} px crops)"
+        )
+    patch_size = min(patch_size, image_size)
+    out = {"patch_size": patch_size} if patch_size != base.patch_size else {}
+    if base.dense_patch > image_size:
+        out["dense_patch"] = patch_size
+    return out
+
+
+def _remove_new(out: Path, before: set[Path], created: list[Path]) -> None:
+    """Undo a failed --merge: remove the files it added to ``out`` and the folders it created."""
+    if out.is_dir():
+        for path in set(out.iterdir()) - before:
+            if path.is_file() or path.is_symlink():
+                path.unlink(missing_ok=True)
+    for folder in created:  # deepest first
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty: not only ours
+            return
 
 
 def _figure(csv_path: Path, out: Path, name: str) -> None:

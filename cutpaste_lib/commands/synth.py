@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-from cutpaste_lib.commands._args import non_negative_int, positive_int
+from cutpaste_lib.commands._args import non_negative_int, out_dir, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cutpaste_lib.data import SYNTHETIC_CATEGORIES
 
     parser.add_argument(
-        "--out", required=True, help="dataset root to create (must not exist unless --overwrite)"
+        "--out",
+        type=out_dir,
+        required=True,
+        help="dataset root to create (must not exist unless --overwrite)",
     )
     parser.add_argument(
         "--categories", nargs="+", choices=SYNTHETIC_CATEGORIES, default=None, metavar="NAME",
@@ -42,7 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help="same seed, byte-identical files"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out dataset written by cutpaste synth (never other folders)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,11 +58,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.size < 16:
         raise UserError(f"--size must be at least 16 pixels, got {args.size}")
-    root = generate_synthetic(
-        args.out, categories=args.categories, size=args.size, n_train=args.n_train,
-        n_test_good=args.n_test_good, n_test_defect=args.n_test_defect, seed=args.seed,
-        overwrite=args.overwrite, progress=True,
-    )  # fmt: skip
+    try:
+        root = generate_synthetic(
+            args.out, categories=args.categories, size=args.size, n_train=args.n_train,
+            n_test_good=args.n_test_good, n_test_defect=args.n_test_defect, seed=args.seed,
+            overwrite=args.overwrite, progress=True,
+        )  # fmt: skip
+    except OSError as exc:  # unwritable location, full disk: nothing was left behind
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(args.out) else ""
+        raise UserError(f"cannot create {args.out}: {exc.strerror or exc}{where}") from None
     print(f"wrote {root}")
     for category in sorted(args.categories or SYNTHETIC_CATEGORIES):
         test = load_split(root, category, "test")

@@ -27,7 +27,8 @@ visibly. :func:`render_sample` with the same seed returns the clean twin of a de
 
 Files are byte-identical for a given seed (PNG has no timestamp) with the same numpy version on
 the same platform (FFT round-off may differ elsewhere); the dataset is written into a
-temporary folder and renamed when complete, with a ``synthetic.json`` manifest.
+temporary folder and renamed when complete, with a ``synthetic.json`` manifest. Overwriting
+replaces only a folder with that manifest (or an empty one): never the user's own files.
 
 Example:
     >>> from cutpaste_lib.data import generate_synthetic, load_split
@@ -57,6 +58,7 @@ GENERATOR_VERSION = 2
 """Bumped whenever the drawings change, so :func:`ensure_synthetic` regenerates stale data."""
 
 MANIFEST = "synthetic.json"
+_GENERATOR = "cutpaste_lib.data.synthetic"  # the manifest's "generator": a dataset written here
 
 DEFECT_TYPES: dict[str, tuple[str, ...]] = {
     "synth_carpet": ("color", "contamination", "hole", "scratch"),
@@ -522,11 +524,16 @@ def generate_synthetic(
         n_test_good: defect-free test images (default: ``default_test_counts(n_train)[0]``).
         n_test_defect: test images per defect type (default: ``default_test_counts(n_train)[1]``).
         seed: base seed; the same seed gives byte-identical files.
-        overwrite: replace an existing ``out`` (otherwise an existing folder is an error).
+        overwrite: replace an existing ``out`` (otherwise an existing folder is an error). Only
+            a synthetic dataset written here (it has a ``synthetic.json`` manifest) or an empty
+            folder is replaced, never any other folder, the working directory or a parent of it.
         progress: show a tqdm bar.
 
     Raises:
-        DatasetError: ``out`` exists and ``overwrite`` is False, or an argument is invalid.
+        DatasetError: ``out`` exists and ``overwrite`` is False, ``out`` may not be replaced
+            (see ``overwrite``), or an argument is invalid.
+        OSError: ``out`` cannot be created (no permission, read-only or missing file system);
+            nothing is left behind, not even the parent folders created for it.
     """
     out = Path(out).expanduser()
     names = list(SYNTHETIC_CATEGORIES if categories is None else categories)
@@ -549,12 +556,19 @@ def generate_synthetic(
         raise DatasetError(
             f"{out} already exists: choose another folder or pass overwrite=True (--overwrite)"
         )
+    _check_replaceable(out)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as exc:  # name the folder asked for, not the random temporary one
+        _remove_empty(created)
+        raise OSError(exc.errno, exc.strerror, str(out)) from exc
+    ok = False
     try:
         manifest = {
-            "generator": "cutpaste_lib.data.synthetic",
+            "generator": _GENERATOR,
             "version": GENERATOR_VERSION,
             "seed": int(seed),
             "size": int(size),
@@ -588,17 +602,65 @@ def generate_synthetic(
         (tmp / MANIFEST).write_text(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
+        _check_replaceable(out)  # again: the folder may have changed while the images were drawn
         if out.exists():  # overwrite: move the old tree aside first, delete it only after the swap
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
+            try:
+                os.replace(out, trash / "old")
+            except BaseException:
+                trash.rmdir()
+                raise
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(trash / "old", out)  # put the old dataset back
+                trash.rmdir()
+                raise
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, out)
+        ok = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not ok:
+            _remove_empty(created)
     return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to overwrite anything but a dataset written by :func:`generate_synthetic` or an empty
+    folder, and never the working directory or a folder above it (``out`` may not exist yet)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DatasetError(f"{out} is a file, not a dataset folder: refusing to replace it")
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:  # the working directory was deleted: it cannot be ``out``
+        cwd = None
+    if cwd is not None and cwd.is_relative_to(out.resolve()):
+        raise DatasetError(
+            f"{out} is the working directory or a folder above it: refusing to delete it"
+        )
+    manifest = read_manifest(out)
+    made_here = isinstance(manifest, dict) and manifest.get("generator") == _GENERATOR
+    if not made_here and any(out.iterdir()):
+        raise DatasetError(
+            f"{out} is not a synthetic dataset made by cutpaste synth (no {MANIFEST} written by "
+            "it): refusing to delete it; choose another folder or remove it yourself"
+        )
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders of ``folders`` (deepest first) that are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:  # never created (the failure came first)
+            continue
+        except OSError:  # not empty: neither it nor the folders above it are ours to remove
+            return
 
 
 def read_manifest(root: str | Path) -> dict | None:
