@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -137,11 +138,37 @@ def _replace_classifier(net: nn.Module) -> int:
     return int(last.in_features)
 
 
+def load_error_message(path: str | Path, exc: BaseException, what: str) -> str:
+    """One short line for a failed ``torch.load(path, weights_only=True)``.
+
+    torch's own text suggests ``weights_only=False``, which would run code from the file and does
+    not help with a corrupt file anyway: it is not passed on.
+    """
+    if isinstance(exc, OSError):  # permissions, a folder, ...: the system's reason
+        return f"cannot read {what} {path}: {exc.strerror or exc}"
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    if found:
+        return (
+            f"cannot read {what} {path}: it holds pickled Python objects ({found.group(1)}), not "
+            "a tensor-only file; save plain data, e.g. torch.save(model.state_dict(), FILE)"
+        )
+    return (
+        f"cannot read {what} {path}: not a PyTorch checkpoint/state dict "
+        "(file is corrupt or of another kind)"
+    )
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, pickle with code, truncated file...
-        raise CheckpointError(f"cannot read weights file {path}: {exc}") from exc
+    except Exception as exc:  # corrupt zip, pickle with code, truncated file, text...
+        raise CheckpointError(load_error_message(path, exc, "weights file")) from exc
+    if isinstance(obj, dict) and {"model", "optimizer", "config"} <= obj.keys():
+        raise CheckpointError(
+            f"{path} is a cutpaste training checkpoint (has model/optimizer/config), not encoder "
+            "weights: continue it with `cutpaste train --resume` (same --out) or score it with "
+            f"`cutpaste evaluate --checkpoint {path}`"
+        )
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -172,12 +199,28 @@ def build_encoder(
             raise WeightsUnavailableError(_weights_missing_message(name, path))
         net = torchvision.models.get_model(name, weights=None)
         state = _read_state_dict(path)
+        expected = net.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        if missing or unexpected:  # torch would list every key: give counts and the first three
+
+            def first(keys: list[str]) -> str:
+                return f" ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})" if keys else ""
+
+            raise CheckpointError(
+                f"weights file {path} does not fit {name} (--encoder): "
+                f"{len(missing)} of its {len(expected)} keys missing{first(missing)}, "
+                f"{len(unexpected)} unexpected{first(unexpected)}; pass weights saved from "
+                f"{name}, or the --encoder they were saved from"
+            )
         try:
             net.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0:3]
+        except RuntimeError as exc:  # same keys, other shapes: one "size mismatch" line each
+            lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+            shown = "; ".join(lines[:3]) + ("; ..." if len(lines) > 3 else "")
             raise CheckpointError(
-                f"weights file {path} does not fit {name}: {' '.join(first)}"
+                f"weights file {path} does not fit {name} (--encoder): "
+                f"{len(lines)} tensors of another shape ({shown})"
             ) from exc
     elif pretrained:
         file_name, folder, _ = pretrained_weights_info(name)

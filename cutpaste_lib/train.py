@@ -38,6 +38,13 @@ Checkpoints are plain data (tensors, numbers, strings) loaded with ``weights_onl
 optimizer state, the step, the config, the data identity, the history and every RNG state
 (torch CPU, CUDA, and the augmentation generator). ``resume=True`` continues bit for bit on CPU.
 
+Interruption. With an ``out_dir``, in the main thread, a first SIGINT (Ctrl-C) or SIGTERM during
+the loop only sets a flag: the step under way finishes, a checkpoint of it is written exactly like
+a periodic one, and :class:`TrainingInterrupted` is raised (``resume=True`` then continues bit for
+bit). The first signal puts the previous handlers back, so a second one interrupts at once; they
+are also put back when training ends. Without an ``out_dir`` (nowhere to save) the signals keep
+their usual effect.
+
 Example:
     >>> from cutpaste_lib.data import ensure_synthetic, load_cache
     >>> from cutpaste_lib.train import TrainConfig, train
@@ -53,6 +60,8 @@ import contextlib
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -69,7 +78,13 @@ from cutpaste_lib.augment import VARIANTS, make_proxy_batch, num_classes, views_
 from cutpaste_lib.config import compile_mode, resolve_device
 from cutpaste_lib.data import ImageCache, normalize
 from cutpaste_lib.errors import CheckpointError, TrainingDivergedError
-from cutpaste_lib.model import CutPasteModel, build_model, check_encoder_name, eval_mode
+from cutpaste_lib.model import (
+    CutPasteModel,
+    build_model,
+    check_encoder_name,
+    eval_mode,
+    load_error_message,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
@@ -78,6 +93,9 @@ CHECKPOINT_FORMAT = "cutpaste-checkpoint"
 CHECKPOINT_VERSION = 1
 PROTOCOLS = ("scratch", "transfer")
 HISTORY_KEYS = ("step", "loss", "accuracy", "lr", "images_per_s")
+# What train(), load_checkpoint() and the resume check read from a checkpoint.
+CHECKPOINT_KEYS = ("config", "model_config", "data", "step", "model", "optimizer", "rng", "history")
+STOP_SIGNALS = ("SIGINT", "SIGTERM")
 
 # Settings that change what is trained: a resume must use the same values.
 RESUME_KEYS = (
@@ -210,6 +228,36 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig keys {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped :func:`train` at a step boundary, after a checkpoint of that step.
+
+    A ``KeyboardInterrupt``, not a :class:`~cutpaste_lib.errors.CutPasteError`, on purpose: code
+    that stops on Ctrl-C (a loop over runs that reports ``Exception`` per run and goes on, a
+    notebook) still stops. ``cutpaste train`` prints it as one line (exit status 2).
+
+    Attributes:
+        step: updates done (the checkpoint's step).
+        steps: the run's total (``config.steps``).
+        checkpoint: the checkpoint written at ``step``.
+        signal_name: "SIGINT" or "SIGTERM".
+    """
+
+    def __init__(self, step: int, steps: int, checkpoint: Path, signal_name: str) -> None:
+        self.step, self.steps, self.checkpoint, self.signal_name = (
+            step,
+            steps,
+            checkpoint,
+            signal_name,
+        )
+        super().__init__(
+            f"training interrupted by {signal_name} after step {step} of {steps}; its checkpoint is "
+            f"{checkpoint}: continue it with resume=True and the same settings (CLI: --resume)"
+        )
+
+    def __reduce__(self):  # picklable (process pools send exceptions back to the parent)
+        return type(self), (self.step, self.steps, self.checkpoint, self.signal_name)
 
 
 class TrainResult(NamedTuple):
@@ -382,10 +430,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: corrupt, truncated or not a tensor-only file ({reason})"
-        ) from exc
+        raise CheckpointError(load_error_message(path, exc, "checkpoint")) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} is not a CutPaste training checkpoint (no '{CHECKPOINT_FORMAT}' marker); "
@@ -394,6 +439,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint version {state.get('version')}, this library reads {CHECKPOINT_VERSION}"
+        )
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is an incomplete CutPaste checkpoint: no {', '.join(map(repr, missing))} "
+            "(damaged or edited); train again into another out dir (or --overwrite)"
         )
     return state
 
@@ -468,8 +519,13 @@ def check_out_dir(out_dir: str | Path | None, *, resume: bool, overwrite: bool) 
     """The checkpoint path of ``out_dir`` after checking ``resume``/``overwrite`` make sense.
 
     Raises:
+        ValueError: both ``resume`` and ``overwrite`` (continue the checkpoint, or replace it?).
         CheckpointError: resume without a checkpoint, or a fresh run over one without overwrite.
     """
+    if resume and overwrite:
+        raise ValueError(
+            "resume=True continues the checkpoint and overwrite=True replaces it: pass only one"
+        )
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if resume and (ckpt_path is None or not ckpt_path.is_file()):
         raise CheckpointError(
@@ -484,6 +540,40 @@ def check_out_dir(out_dir: str | Path | None, *, resume: bool, overwrite: bool) 
 
 
 # ====== the loop ======
+@contextlib.contextmanager
+def _stop_requests(enabled: bool) -> Iterator[list[str]]:
+    """Turn a first SIGINT/SIGTERM into a stop request that the loop reads between steps.
+
+    Yields a list that receives the signal's name. The first signal also puts the previous
+    handlers back, so a second one interrupts at once (Ctrl-C twice: ``KeyboardInterrupt``);
+    leaving the block puts them back too. Nothing is installed unless ``enabled`` and in the
+    main thread (``signal.signal`` raises elsewhere); an ignored signal (``SIG_IGN``, as in a
+    script's background job) stays ignored.
+    """
+    received: list[str] = []
+    previous: dict[int, Any] = {}
+    if enabled and threading.current_thread() is threading.main_thread():
+        for name in STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.getsignal(signum)
+
+    def restore() -> None:
+        for signum, handler in previous.items():  # None: set outside Python, i.e. the default
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def request_stop(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        restore()
+
+    for signum in previous:
+        signal.signal(signum, request_stop)
+    try:
+        yield received
+    finally:
+        restore()
+
+
 def train(
     config: TrainConfig,
     cache: ImageCache,
@@ -508,6 +598,9 @@ def train(
             the learning-rate schedule still spans ``config.steps``).
 
     Raises:
+        TrainingInterrupted: SIGINT/SIGTERM during the loop (with ``out_dir``, main thread only):
+            raised at the next step boundary, after a checkpoint of that step.
+        ValueError: ``resume`` and ``overwrite`` together.
         CheckpointError: resume without (or with an incompatible) checkpoint; a fresh run over an
             existing checkpoint without ``overwrite``.
         TrainingDivergedError: the loss became NaN or infinite (checked at every log point).
@@ -566,7 +659,9 @@ def train(
         phase = None
         model.train()
         step = start
+        handlers = contextlib.ExitStack()
         try:
+            stop_requests = handlers.enter_context(_stop_requests(ckpt_path is not None))
             for step in range(start, end):
                 if config.protocol == "transfer" and phase != (step >= config.warmup_steps):
                     phase = step >= config.warmup_steps
@@ -580,8 +675,9 @@ def train(
                 window_steps += 1
                 done = step + 1
                 bar.update(1)
+                stopping = bool(stop_requests)  # a signal came: checkpoint this step and stop
                 is_ckpt = ckpt_path is not None and (
-                    done % config.checkpoint_every == 0 or done == end
+                    done % config.checkpoint_every == 0 or done == end or stopping
                 )
                 if done % config.log_every == 0 or done == end or is_ckpt:
                     # The only host-device sync of the loop.
@@ -612,7 +708,10 @@ def train(
                                      lr=lr)  # fmt: skip
                     io.write_json(out / CONFIG_NAME, {**config.to_dict(), "model": config.model_config(),
                                                       **_data_identity(cache), "step": done})  # fmt: skip
+                if stopping and done < end:
+                    raise TrainingInterrupted(done, config.steps, ckpt_path, stop_requests[0])
         finally:
+            handlers.close()
             bar.close()
             if writer is not None:
                 writer.close()

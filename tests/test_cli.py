@@ -54,6 +54,60 @@ def test_user_errors_are_one_line_without_traceback(monkeypatch, capsys):
     )
 
 
+def test_system_errors_name_the_file_in_one_line(monkeypatch, capsys):
+    fake = types.ModuleType("cutpaste_lib.commands.synth")
+
+    def run(args):
+        raise PermissionError(13, "Permission denied", "/root/locked/out")
+
+    fake.add_arguments = lambda parser: None
+    fake.run = run
+    monkeypatch.setitem(sys.modules, "cutpaste_lib.commands.synth", fake)
+    assert cli.main(["synth"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "cutpaste synth: error: Permission denied: /root/locked/out"
+    )
+
+
+def test_no_command_prints_the_command_list(capsys):
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in cli.COMMANDS) and "args" not in err
+
+
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "localize", "gradcam", "reproduce", "demo", "synth"]
+)
+def test_out_that_is_a_file_is_refused_before_anything_runs(command, tmp_path, capsys):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    for out in (taken, taken / "sub"):
+        with pytest.raises(SystemExit) as exc:
+            cli.main([command, "--out", str(out)])
+        assert exc.value.code == 2
+        assert f"--out: {taken} is a file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "mine"
+
+
+def test_path_arguments_say_what_is_wrong(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    for argv, message in (
+        (
+            ["evaluate", "--checkpoint", str(run)],
+            f"{run} is a folder, not a file (pass the checkpoint.pt inside it)",
+        ),
+        (
+            ["evaluate", "--data", str(run / "checkpoint.pt")],
+            f"{run / 'checkpoint.pt'} is a file, not a folder",
+        ),
+    ):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        assert message in capsys.readouterr().err
+
+
 def test_console_script_is_installed():
     out = subprocess.run(
         [sys.executable, "-m", "cutpaste_lib.cli", "--help"],

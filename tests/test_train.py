@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -20,6 +23,7 @@ from cutpaste_lib.errors import CheckpointError, TrainingDivergedError
 from cutpaste_lib.train import (
     CHECKPOINT_NAME,
     TrainConfig,
+    TrainingInterrupted,
     compile_model,
     load_checkpoint,
     lr_schedule,
@@ -44,6 +48,35 @@ def tiny_config(**kw) -> TrainConfig:
                 head_depth=2, head_width=64, embedding_dim=16)  # fmt: skip
     base.update(kw)
     return TrainConfig(**base)
+
+
+def signal_during_step(monkeypatch, step: int, *signums: int) -> None:
+    """Deliver ``signums`` to this process, in order, at the end of update ``step`` (1-based)."""
+    import cutpaste_lib.train as train_module
+
+    real, calls = train_module.proxy_step, []
+
+    def proxy_step(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == step:
+            for signum in signums:
+                signal.raise_signal(signum)
+        return out
+
+    monkeypatch.setattr(train_module, "proxy_step", proxy_step)
+
+
+@pytest.fixture
+def sigterm_guard():
+    """A SIGTERM handler that raises instead of killing pytest (restored after the test)."""
+
+    def guard(signum, frame):
+        raise RuntimeError("SIGTERM reached the handler that was there before training")
+
+    previous = signal.signal(signal.SIGTERM, guard)
+    yield guard
+    signal.signal(signal.SIGTERM, previous)
 
 
 def test_defaults_are_the_papers():
@@ -125,6 +158,72 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert read_checkpoint(resumed.checkpoint)["step"] == 4
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_checkpoints_the_step_and_resumes_bit_for_bit(tmp_path, monkeypatch, sigterm_guard,
+                                                              signum):  # fmt: skip
+    """A first SIGINT/SIGTERM finishes the step, checkpoints it like a periodic checkpoint and
+    stops; resuming gives exactly the uninterrupted run's weights and history."""
+    cache, config = tiny_cache(), tiny_config(steps=4)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    whole = train(config, cache, out_dir=tmp_path / "whole", progress=False)
+    signal_during_step(monkeypatch, 2, signum)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(config, cache, out_dir=tmp_path / "split", progress=False)
+    exc = info.value
+    assert (exc.step, exc.steps, exc.signal_name) == (2, 4, signal.Signals(signum).name)
+    assert exc.checkpoint == tmp_path / "split" / CHECKPOINT_NAME
+    assert f"after step 2 of 4; its checkpoint is {exc.checkpoint}" in str(exc)
+    assert vars(pickle.loads(pickle.dumps(exc))) == vars(exc)  # crosses process pools
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers put back
+    state = read_checkpoint(exc.checkpoint)
+    assert state["step"] == 2 and state["history"]["step"] == [1, 2]
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["step"] == 2
+    monkeypatch.undo()
+    resumed = train(config, cache, out_dir=tmp_path / "split", resume=True, progress=False)
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for key in ("step", "loss", "accuracy", "lr"):  # images_per_s is a timing
+        assert whole.history[key] == resumed.history[key], key
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch):
+    previous = signal.getsignal(signal.SIGINT)
+    signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as info:
+        train(tiny_config(steps=4), tiny_cache(), out_dir=tmp_path, progress=False)
+    assert type(info.value) is KeyboardInterrupt  # not the graceful stop after the step
+    assert not (tmp_path / CHECKPOINT_NAME).exists()
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_without_out_dir_ctrl_c_keeps_its_usual_effect(monkeypatch):
+    signal_during_step(monkeypatch, 1, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as info:
+        train(tiny_config(steps=3), tiny_cache(), progress=False)
+    assert type(info.value) is KeyboardInterrupt
+
+
+def test_training_outside_the_main_thread_installs_no_handlers(tmp_path):
+    outcome: list = []
+
+    def work():
+        try:
+            outcome.append(
+                train(tiny_config(steps=1), tiny_cache(), out_dir=tmp_path, progress=False)
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert not isinstance(outcome[0], BaseException), outcome[0]
+    assert outcome[0].history["step"] == [1]
+
+
 def test_checkpoint_config_and_tensorboard_outputs(tmp_path):
     cache, config = tiny_cache(), tiny_config(steps=3, log_every=2, checkpoint_every=2)
     result = train(config, cache, out_dir=tmp_path, progress=False)
@@ -185,6 +284,29 @@ def test_incompatible_foreign_and_corrupt_checkpoints_are_errors(tmp_path):
     torch.save({"format": "cutpaste-checkpoint", "obj": np.random.default_rng(0)}, pickled)
     with pytest.raises(CheckpointError, match="not a tensor-only file"):
         load_checkpoint(pickled)
+    text = tmp_path / "notes.txt"
+    text.write_text("step 3 looked fine\n")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(text)
+    message = str(info.value)
+    assert message == (f"cannot read checkpoint {text}: not a PyTorch checkpoint/state dict "
+                       "(file is corrupt or of another kind)")  # fmt: skip
+    with pytest.raises(ValueError, match="resume=True continues .* overwrite=True replaces"):
+        train(tiny_config(steps=1), cache, out_dir=tmp_path, resume=True, overwrite=True)
+
+
+def test_checkpoint_without_required_keys_is_named_error(tmp_path):
+    cache, config = tiny_cache(), tiny_config(steps=1)
+    train(config, cache, out_dir=tmp_path, progress=False)
+    path = tmp_path / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=True)
+    del state["config"], state["rng"]
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "no 'config', 'rng'" in str(info.value)
+    with pytest.raises(CheckpointError, match="no 'config', 'rng'"):
+        train(config, cache, out_dir=tmp_path, resume=True, progress=False)
 
 
 def test_non_finite_loss_stops_training_and_writes_no_checkpoint(tmp_path):
@@ -300,6 +422,11 @@ def test_cli_rejects_bad_flags(synthetic_root, extra, message, capsys):
      (["--patch", "--patch-size", "64", "--image-size", "32"], "larger than --image-size"),
      (["--transfer"], "--transfer fine-tunes ImageNet weights"),
      (["--resume"], "no checkpoint at"),
+     (["--resume", "--overwrite"], "--resume continues OUT/checkpoint.pt and --overwrite starts over"),
+     (["--warmup-steps", "10"], "--warmup-steps needs --transfer"),
+     (["--finetune-lr", "0.001", "--pretrained"], "--finetune-lr needs --transfer"),
+     (["--transfer", "--pretrained", "--steps", "100"],
+      "--warmup-steps 2560 (the default) must be smaller than --steps 100"),
      (["--category", "nope", "--image-size", "32"], "nope")],
 )  # fmt: skip
 def test_cli_reports_user_errors_in_one_line(synthetic_root, tmp_path, extra, message, capsys):
@@ -309,6 +436,72 @@ def test_cli_reports_user_errors_in_one_line(synthetic_root, tmp_path, extra, me
     err = capsys.readouterr().err
     assert message in err and err.startswith("cutpaste train: error:")
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_transfer_flags_fill_in_the_papers_defaults(synthetic_root):
+    parser, module = cli.command_parser("train")
+    base = ["--data", str(synthetic_root), "--category", "synth_grid", "--pretrained"]
+    config = module.build_config(parser.parse_args([*base, "--transfer"]))
+    assert (config.protocol, config.warmup_steps, config.finetune_lr) == ("transfer", 2560, 1e-4)
+    config = module.build_config(
+        parser.parse_args([*base, "--transfer", "--warmup-steps", "7", "--finetune-lr", "0.002"])
+    )
+    assert (config.warmup_steps, config.finetune_lr) == (7, 0.002)
+    scratch = module.build_config(parser.parse_args(base))  # stored as the library's defaults
+    assert (scratch.protocol, scratch.warmup_steps, scratch.finetune_lr) == ("scratch", 2560, 1e-4)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_cli_ctrl_c_saves_the_step_and_says_how_to_resume(synthetic_root, tmp_path, monkeypatch,
+                                                           capsys, overwrite):  # fmt: skip
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(synthetic_root), "--category", "synth_grid", "--steps", "4",
+            "--batch-size", "2", "--image-size", "32", "--device", "cpu", "--out", str(out),
+            "--no-progress", "--encoder", "shufflenet_v2_x0_5"]  # fmt: skip
+    signal_during_step(monkeypatch, 2, signal.SIGINT)
+    assert cli.main([*argv, "--overwrite"] if overwrite else argv) == 2
+    err = capsys.readouterr().err
+    how = "--resume instead of --overwrite" if overwrite else "--resume added"
+    assert err == (f"cutpaste train: error: interrupted by SIGINT after step 2 of 4; checkpoint of "
+                   f"that step: {out / CHECKPOINT_NAME}; to continue, run the same command with "
+                   f"{how}\n")  # fmt: skip
+    assert read_checkpoint(out / CHECKPOINT_NAME)["step"] == 2
+    monkeypatch.undo()
+    assert cli.main([*argv, "--resume"]) == 0
+    assert read_checkpoint(out / CHECKPOINT_NAME)["step"] == 4
+
+
+def test_cli_weights_of_another_kind_are_named_in_one_short_line(synthetic_root, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train(tiny_config(steps=1), tiny_cache(), out_dir=run_dir, progress=False)
+    resnet = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), resnet)
+    text = tmp_path / "weights.txt"
+    text.write_text("not weights\n")
+    pickled = tmp_path / "module.pth"
+    torch.save({"net": torch.nn.Linear(1, 1)}, pickled)
+    cases = [
+        (run_dir / CHECKPOINT_NAME, f"{run_dir / CHECKPOINT_NAME} is a cutpaste training checkpoint "
+         "(has model/optimizer/config), not encoder weights: continue it with `cutpaste train "
+         "--resume`"),
+        (resnet, f"weights file {resnet} does not fit shufflenet_v2_x0_5 (--encoder): 336 of "
+         "its 338 keys missing (conv1.0.weight, conv1.1.weight, conv1.1.bias, ...), 120 unexpected "
+         "(conv1.weight, bn1.weight, bn1.bias, ...)"),
+        (text, f"cannot read weights file {text}: not a PyTorch checkpoint/state dict (file is "
+         "corrupt or of another kind)"),
+        (pickled, f"cannot read weights file {pickled}: it holds pickled Python objects "
+         "(torch.nn.modules.linear.Linear), not a tensor-only file"),
+    ]  # fmt: skip
+    for weights, message in cases:
+        out = tmp_path / f"out-{weights.name}"
+        argv = ["train", "--data", str(synthetic_root), "--category", "synth_grid", "--steps", "1",
+                "--image-size", "32", "--device", "cpu", "--out", str(out), "--no-progress",
+                "--encoder", "shufflenet_v2_x0_5", "--weights", str(weights)]  # fmt: skip
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cutpaste train: error: {message}"), err
+        assert err.count("\n") == 1 and len(err) < 600 and "weights_only" not in err
+        assert not out.exists()
 
 
 @pytest.mark.gpu

@@ -3,6 +3,10 @@
 Writes ``OUT/checkpoint.pt`` (tensors + plain config, every ``--checkpoint-every`` steps and at the
 end), ``OUT/config.json`` and TensorBoard scalars under ``OUT/tb`` (``tensorboard --logdir OUT/tb``).
 
+Ctrl-C (or SIGTERM) finishes the step under way, writes its checkpoint and stops with one line
+that says the step, the checkpoint and how to continue (``--resume``); exit status 2, as for
+other errors. A second Ctrl-C stops at once.
+
 Example:
     cutpaste train --data data/synthetic --category synth_grid --steps 30 --image-size 64 --batch-size 8
     cutpaste train --data /data/mvtec --category screw --device cuda        # the paper's protocol
@@ -18,6 +22,7 @@ from cutpaste_lib.commands._args import (
     existing_dir,
     existing_file,
     non_negative_int,
+    out_dir,
     positive_float,
     positive_int,
 )
@@ -68,22 +73,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "everything at --finetune-lr with encoder batch norm frozen (needs "
                              "--pretrained or --weights; paper: batch 24, i.e. --batch-size 8 "
                              "originals x 3 views in 3-way)")  # fmt: skip
-    parser.add_argument("--warmup-steps", type=positive_int, default=2560,
-                        help="head-only steps of --transfer (paper: 10 epochs x 256)")  # fmt: skip
-    parser.add_argument("--finetune-lr", type=positive_float, default=1e-4,
-                        help="learning rate after the warm-up with --transfer (paper: 1e-4)")  # fmt: skip
+    parser.add_argument("--warmup-steps", type=positive_int, default=None,
+                        help="head-only steps of --transfer (default and paper: 2560 = 10 epochs x 256)")  # fmt: skip
+    parser.add_argument("--finetune-lr", type=positive_float, default=None,
+                        help="learning rate after the warm-up with --transfer (default and paper: 1e-4)")  # fmt: skip
     parser.add_argument(
         "--lr", type=positive_float, default=0.03, help="peak SGD learning rate (paper: 0.03)"
     )
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seeds model init, sampling and augmentation (paper: 5 seeds per number)")  # fmt: skip
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=out_dir, default=None,
                         help="output folder (default: runs/CATEGORY/VARIANT[-patch]-seedS)")  # fmt: skip
-    parser.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt exactly")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing OUT/checkpoint.pt"
-    )
+    parser.add_argument("--resume", action="store_true",
+                        help="continue OUT/checkpoint.pt exactly (same flags otherwise)")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over, replacing an existing OUT/checkpoint.pt")  # fmt: skip
     parser.add_argument("--log-every", type=positive_int, default=100,
                         help="steps between progress/TensorBoard updates (the only GPU syncs)")  # fmt: skip
     parser.add_argument("--checkpoint-every", type=positive_int, default=4096,
@@ -108,13 +113,27 @@ def build_config(args: argparse.Namespace):
     patch_size = (args.patch_size or 64) if args.patch else None
     if patch_size is not None and patch_size > args.image_size:
         raise UserError(f"--patch-size {patch_size} is larger than --image-size {args.image_size}")
+    if args.resume and args.overwrite:
+        raise UserError(
+            "--resume continues OUT/checkpoint.pt and --overwrite starts over and replaces it: "
+            "pass only one"
+        )
+    for flag, value in (("--warmup-steps", args.warmup_steps), ("--finetune-lr", args.finetune_lr)):
+        if value is not None and not args.transfer:
+            raise UserError(
+                f"{flag} needs --transfer (it sets the transfer protocol's fine-tuning)"
+            )
     if args.transfer and not (args.pretrained or args.weights):
         raise UserError(
             "--transfer fine-tunes ImageNet weights: add --pretrained or --weights FILE"
         )
-    if args.transfer and args.warmup_steps >= args.steps:
+    # Without --transfer the library defaults are stored (unused by the scratch protocol).
+    warmup_steps = TrainConfig.warmup_steps if args.warmup_steps is None else args.warmup_steps
+    finetune_lr = TrainConfig.finetune_lr if args.finetune_lr is None else args.finetune_lr
+    if args.transfer and warmup_steps >= args.steps:
+        default = " (the default)" if args.warmup_steps is None else ""
         raise UserError(
-            f"--warmup-steps {args.warmup_steps} must be smaller than --steps {args.steps}"
+            f"--warmup-steps {warmup_steps}{default} must be smaller than --steps {args.steps}"
         )
     try:
         return TrainConfig(
@@ -123,17 +142,18 @@ def build_config(args: argparse.Namespace):
             device=args.device, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
             deterministic=args.deterministic, compile=args.compile, pretrained=args.pretrained,
             weights=None if args.weights is None else str(args.weights),
-            protocol="transfer" if args.transfer else "scratch", warmup_steps=args.warmup_steps,
-            finetune_lr=args.finetune_lr,
+            protocol="transfer" if args.transfer else "scratch", warmup_steps=warmup_steps,
+            finetune_lr=finetune_lr,
         )  # fmt: skip
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
+    from cutpaste_lib.cli import UserError
     from cutpaste_lib.config import resolve_device
     from cutpaste_lib.data import load_cache
-    from cutpaste_lib.train import check_out_dir, train
+    from cutpaste_lib.train import TrainingInterrupted, check_out_dir, train
 
     config = build_config(args)
     out = args.out or Path("runs") / args.category / (
@@ -144,8 +164,15 @@ def run(args: argparse.Namespace) -> int:
     cache = load_cache(args.data, args.category, "train", config.image_size, device=dev)
     print(f"training {config.variant} ({config.encoder}) on {len(cache)} {args.category} images, "
           f"{config.steps} steps of {config.inputs_per_step} inputs, device {dev}, out {out}")  # fmt: skip
-    result = train(config, cache, out_dir=out, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress)  # fmt: skip
+    try:
+        result = train(config, cache, out_dir=out, resume=args.resume, overwrite=args.overwrite,
+                       progress=not args.no_progress)  # fmt: skip
+    except TrainingInterrupted as exc:
+        how = "--resume instead of --overwrite" if args.overwrite else "--resume added"
+        raise UserError(
+            f"interrupted by {exc.signal_name} after step {exc.step} of {exc.steps}; checkpoint of "
+            f"that step: {exc.checkpoint}; to continue, run the same command with {how}"
+        ) from None
     h = result.history
     if h["step"]:
         print(f"step {h['step'][-1]}: loss {h['loss'][-1]:.4f}, proxy accuracy {h['accuracy'][-1]:.3f}, "
