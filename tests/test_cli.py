@@ -89,6 +89,14 @@ def test_out_that_is_a_file_is_refused_before_anything_runs(command, tmp_path, c
     assert taken.read_text() == "mine"
 
 
+def test_download_root_that_is_a_file_is_refused_before_any_network(tmp_path, capsys):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["download", "mvtec", "--root", str(taken)])
+    assert exc.value.code == 2 and f"--root: {taken} is a file" in capsys.readouterr().err
+
+
 def test_path_arguments_say_what_is_wrong(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

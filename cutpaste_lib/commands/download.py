@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 
+from cutpaste_lib.commands._args import out_dir
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cutpaste_lib.data import MVTEC_CATEGORIES
 
     parser.add_argument("dataset", choices=["mvtec"], help="only MVTec AD is known")
     parser.add_argument(
-        "--root", required=True, help="where the category folders go (then set CUTPASTE_DATA to it)"
-    )
+        "--root", type=out_dir, required=True,
+        help="where the category folders go (then set CUTPASTE_DATA to it)",
+    )  # fmt: skip
     parser.add_argument(
         "--category", choices=MVTEC_CATEGORIES, default=None, metavar="NAME",
         help="one category (default: the whole 5.3 GB dataset)",
