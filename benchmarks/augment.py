@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| (of which: drawing the parameters on the CPU and packing them for the copy) | {draw_ms:.2f} | |{tail}"
     )
     print(
-        f"| (the same drawing with torch arithmetic, the baseline) | {draw_torch_ms:.2f} | "
+        f"| (the same drawing and packing with torch arithmetic, the baseline) | {draw_torch_ms:.2f} | "
         f"{draw_torch_ms / draw_ms:.1f}x the NumPy path |{tail}"
     )
     if step_ms is not None:
