@@ -389,6 +389,11 @@ def test_cli_localize_bad_input_is_one_clear_error_and_writes_nothing(
     ]
     assert main([*base, "--category", "synth_grid", "--patch-size", "64", "--device", "cpu"]) == 2
     assert "--patch-size 64" in capsys.readouterr().err
+    assert main([*base, "--category", "synth_grid", "--stride", "100", "--device", "cpu"]) == 2
+    assert (
+        "--stride 100 with 8 px patches on 32 px images gives a single patch"
+        in capsys.readouterr().err
+    )
     assert main([*base, "--category", "no_such_category", "--device", "cpu"]) == 2
     assert "no_such_category" in capsys.readouterr().err
     assert not out.exists()

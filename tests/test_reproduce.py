@@ -749,6 +749,14 @@ def test_cli_merge_that_fails_on_the_tables_removes_what_it_wrote(tmp_path, caps
     assert cli.main(["reproduce", "--merge", str(res.csv), "--out", str(out)]) == 2
     assert "corrupt or foreign score file" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+    # merging into a folder that already holds results: the old files come back as they were
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.csv").write_text("the previous merge\n")
+    (old / "notes.txt").write_text("mine\n")
+    assert cli.main(["reproduce", "--merge", str(res.csv), "--out", str(old)]) == 2
+    assert sorted(p.name for p in old.iterdir()) == ["notes.txt", "results.csv"]
+    assert (old / "results.csv").read_text() == "the previous merge\n"
 
 
 # ------------------------------------------------------------------ the real job, tiny

@@ -99,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
     patch = args.patch_size or default_patch_size(config)
     if patch > image_size:
         raise UserError(f"--patch-size {patch} is larger than the model's image size {image_size}")
+    if args.stride > image_size - patch:
+        raise UserError(
+            f"--stride {args.stride} with {patch} px patches on {image_size} px images gives a single "
+            f"patch: no map to localize with; use a stride of at most {max(1, image_size - patch)} "
+            "(paper: 4)"
+        )
     if not config.get("patch_size"):
         print("note: this checkpoint was trained on whole images, not patches; localization expects a "
               "patch model (cutpaste train --patch)")  # fmt: skip

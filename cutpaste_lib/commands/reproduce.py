@@ -169,12 +169,15 @@ def run(args: argparse.Namespace) -> int:
             )
         created = [d for d in (args.out, *args.out.parents) if not d.exists()]
         before = set(args.out.iterdir()) if args.out.is_dir() else set()
+        # the files a merge may replace (results.csv, tables, figure): kept to put back on failure
+        saved = {f: f.read_bytes() for f in before if f.is_file() and f.stat().st_size < 2**26}
         try:  # merge_results checks every CSV before it writes; the tables read the score files
             csv_path = reproduce.merge_results(args.merge, args.out)
             tables = reproduce.write_tables(csv_path, args.out)
             _figure(csv_path, args.out, "table1.png")
         except BaseException:
             _remove_new(args.out, before, created)
+            _restore(saved)
             raise
         print(
             f"merged {len(args.merge)} CSVs into {csv_path} ({len(reproduce.read_results(csv_path))} jobs)"
@@ -282,6 +285,15 @@ def _remove_new(out: Path, before: set[Path], created: list[Path]) -> None:
             continue
         except OSError:  # not empty: not only ours
             return
+
+
+def _restore(saved: dict[Path, bytes]) -> None:
+    """Put back the files a failed --merge replaced (each atomically)."""
+    from cutpaste_lib import io
+
+    for path, content in saved.items():
+        if not path.is_file() or path.read_bytes() != content:
+            io.atomic_write(path, lambda tmp, data=content: tmp.write_bytes(data))
 
 
 def _figure(csv_path: Path, out: Path, name: str) -> None:
