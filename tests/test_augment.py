@@ -97,6 +97,16 @@ def test_jitter_order_matters_and_is_a_permutation():
     # each op is first about 1/4 of the time (chi-square, 3 dof)
     counts = torch.bincount(order[:, 0], minlength=4).numpy()
     assert stats.chisquare(counts).pvalue > 1e-3
+    # and the whole order is uniform over the 24 permutations (a rotated fixed order is not)
+    code = (order * torch.tensor([64, 16, 4, 1])).sum(1).numpy()
+    perms = np.unique(code, return_counts=True)[1]
+    assert len(perms) == 24 and stats.chisquare(perms).pvalue > 1e-3
+    # the order matters: brightness then contrast differs from contrast then brightness
+    x = torch.rand(1, 3, 8, 8, generator=gen(30))
+    factors = torch.tensor([[1.1, 0.9, 1.0, 0.0]])
+    a = A.jitter_batched(x, factors, torch.tensor([[0, 1, 2, 3]]), hue=False)
+    b = A.jitter_batched(x, factors, torch.tensor([[1, 0, 2, 3]]), hue=False)
+    assert not torch.allclose(a, b)
 
 
 def test_jitter_factor_ranges_follow_colorjitter():
@@ -602,3 +612,58 @@ def test_proxy_grid_has_one_row_per_view_and_mask():
         "Scar",
         "Scar mask",
     ]
+
+
+# ------------------------------------------------------------------ where patches go
+
+
+def _uniform_pit(corner: np.ndarray, room: np.ndarray, seed: int) -> np.ndarray:
+    """Probability-integral transform of a discrete uniform on {0..room}: exactly U(0, 1)."""
+    jitter = np.random.default_rng(seed).random(corner.shape)
+    return (corner + jitter) / (room + 1)
+
+
+def test_cutpaste_cut_and_paste_corners_are_uniform_and_independent():
+    H, W = 96, 160  # non-square: a swapped axis would leave the range
+    p = A.sample_cutpaste_params(4000, (H, W), generator=torch.Generator().manual_seed(21))
+    h, w = p.height.numpy(), p.width.numpy()
+    for k, (centre, side, size) in enumerate(
+        ((p.src_y, h, H), (p.src_x, w, W), (p.dst_y, h, H), (p.dst_x, w, W))
+    ):
+        corner = centre.numpy() - side / 2
+        assert np.allclose(corner, np.round(corner)) and corner.min() >= 0
+        assert (corner <= size - side).all()
+        u = _uniform_pit(np.round(corner), size - side, seed=k)
+        assert stats.kstest(u, "uniform").pvalue > 1e-3
+    # cut and paste positions are drawn independently: not the same place, not correlated
+    moved = (p.src_y != p.dst_y) | (p.src_x != p.dst_x)
+    assert float(moved.float().mean()) > 0.95
+    assert abs(np.corrcoef(p.src_y, p.dst_y)[0, 1]) < 0.1
+    assert abs(np.corrcoef(p.src_x, p.dst_x)[0, 1]) < 0.1
+
+
+def test_scar_paste_centre_is_uniform_over_the_positions_that_fit():
+    H, W = 96, 160
+    q = A.sample_scar_params(4000, (H, W), generator=torch.Generator().manual_seed(22))
+    ey, ex = (t.numpy() for t in A._half_extents(q.height, q.width, q.angle))
+    for centre, ext, size in ((q.dst_y.numpy(), ey, H), (q.dst_x.numpy(), ex, W)):
+        u = (centre - ext) / (size - 2 * ext)
+        assert u.min() >= 0 and u.max() <= 1
+        assert stats.kstest(u, "uniform").pvalue > 1e-3
+    for centre, side, size in (
+        (q.src_y.numpy(), q.height.numpy(), H),
+        (q.src_x.numpy(), q.width.numpy(), W),
+    ):
+        assert stats.kstest((centre - side / 2) / (size - side), "uniform").pvalue > 1e-3
+
+
+def test_patch_crops_and_whole_image_shifts_are_uniform_over_their_ranges():
+    corners = A.sample_crop(4000, (64, 80), 24, generator=torch.Generator().manual_seed(23)).numpy()
+    for axis, positions in ((0, 64 - 24 + 1), (1, 80 - 24 + 1)):  # rows 0..40, columns 0..56
+        counts = np.bincount(corners[:, axis], minlength=positions)
+        assert len(counts) == positions and counts.min() > 0
+        assert stats.chisquare(counts).pvalue > 1e-3
+    shifts = A.WholeImageAug().sample(4000, (256, 256), generator=torch.Generator().manual_seed(24))
+    for s in (shifts.shift_y.numpy(), shifts.shift_x.numpy()):
+        assert s.min() == -16 and s.max() == 16  # 1/16 of 256 px
+        assert stats.chisquare(np.bincount(s + 16, minlength=33)).pvalue > 1e-3

@@ -261,3 +261,28 @@ def test_cli_evaluate_needs_no_masks_and_refuses_one_training_image(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(cat / "train" / "good") in err and "at least 2" in err
     assert not (tmp_path / "one").exists()
+
+
+def test_cli_evaluate_density_and_image_size_flags_take_effect(
+    tiny_checkpoint, synthetic_root, tmp_path
+):
+    from cutpaste_lib.cli import main
+    from cutpaste_lib.data import load_cache
+    from cutpaste_lib.evaluate import evaluate
+    from cutpaste_lib.train import load_checkpoint
+
+    out = tmp_path / "kde48"
+    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(synthetic_root),
+            "--category", "synth_grid", "--out", str(out), "--device", "cpu", "--tsne-images", "0",
+            "--density", "kde", "--image-size", "48"]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["density"]["method"] == "kde" and metrics["image_size"] == 48
+    with open(out / "scores.csv") as f:
+        cli_scores = np.array([float(r["score"]) for r in csv.DictReader(f)])
+    model, _ = load_checkpoint(tiny_checkpoint, device="cpu")
+    train48 = load_cache(synthetic_root, "synth_grid", "train", 48)
+    test48 = load_cache(synthetic_root, "synth_grid", "test", 48)
+    lib = evaluate(model, train48, test48, density="kde", device="cpu")
+    np.testing.assert_allclose(cli_scores, lib.scores.numpy(), rtol=1e-5)
+    assert metrics["image_auroc"] == pytest.approx(lib.image_auroc)

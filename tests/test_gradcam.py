@@ -587,6 +587,12 @@ def test_cli_writes_overlays_and_metrics_that_match_the_library(
     ref = gradcam_metrics(trained.result.maps, test.masks)
     assert metrics["pixel_auroc"] == pytest.approx(ref["pixel_auroc"], abs=1e-4)
     assert metrics["aupro"] == pytest.approx(ref["aupro"], abs=1e-4)
+    # the image AUROC of the explained scores (the anomaly score, higher = more anomalous)
+    from cutpaste_lib.metrics import auroc
+
+    assert metrics["image_auroc"] == pytest.approx(
+        auroc(trained.result.scores, test.labels), abs=1e-6
+    )
     assert (out / "overlays.png").stat().st_size > 0
     assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == sorted(set(test.defects))
 

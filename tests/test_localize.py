@@ -287,6 +287,17 @@ def test_localize_finds_bright_squares_on_a_texture():
     assert result.metrics["aupro"] > 0.8
     assert result.metrics["image_auroc"] == 1.0
     torch.testing.assert_close(result.image_scores, result.patch_scores.flatten(1).amax(1))
+    # the reported metrics are those of the returned maps and scores (AUPRO up to FPR 0.3)
+    from cutpaste_lib.metrics import aupro, auroc, f1_max
+
+    labels = torch.tensor([1, 1, 1, 1, 0, 0])
+    assert result.metrics == pytest.approx({
+        "pixel_auroc": pixel_auroc(result.maps, masks),
+        "aupro": aupro(result.maps, masks, fpr_limit=0.3),
+        "pixel_f1_max": f1_max(result.maps, masks),
+        "image_auroc": auroc(result.image_scores, labels),
+    })  # fmt: skip
+    assert result.metrics["aupro"] != pytest.approx(aupro(result.maps, masks, fpr_limit=1.0))
     # each map depends on its own image only: scoring one image alone gives the same map
     _, alone = score_images(StandIn(), images[1:2], result.patch_density)
     torch.testing.assert_close(alone[0], result.maps[1], atol=1e-4, rtol=1e-4)
@@ -363,6 +374,15 @@ def test_cli_localize_writes_metrics_and_figures(patch_checkpoint, synthetic_roo
         out / "pixel_curves.png"
     ).stat().st_size > 0
     assert metrics["upsample"] == "average"
+    # the CLI reports what the library computes for the same checkpoint and settings
+    from cutpaste_lib.data import load_cache
+    from cutpaste_lib.train import load_checkpoint
+
+    model, _ = load_checkpoint(patch_checkpoint, device="cpu")
+    train = load_cache(synthetic_root, "synth_grid", "train", 32)
+    test = load_cache(synthetic_root, "synth_grid", "test", 32)
+    lib = localize(model, train, test, patch_size=8, stride=8, device="cpu")
+    assert {k: metrics[k] for k in lib.metrics} == pytest.approx(lib.metrics)
     # --upsample plain is not silently ignored: other maps, so other pixel metrics
     plain_out = tmp_path / "plain"
     argv[argv.index("--out") + 1] = str(plain_out)

@@ -536,3 +536,25 @@ def test_cuda_training_step_never_waits_for_the_device(compiled):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert math.isfinite(float(loss)) and 0 <= int(correct) <= config.inputs_per_step
+
+
+def test_optimization_step_learns_a_fixed_proxy_batch():
+    # A sign error in the loss, labels that do not reach it or a step that never updates would all
+    # leave the loss where it is; 30 SGD steps on one batch of 12 images must memorise it.
+    from cutpaste_lib.model import CutPasteModel
+    from cutpaste_lib.train import optimization_step
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    images = tiny_cache(n=6).images[:4].float() / 255
+    batch = make_proxy_batch(images, "3way", generator=g)
+    x = normalize(batch.images)
+    model = CutPasteModel(
+        encoder="shufflenet_v2_x0_5", num_classes=3, head_depth=1, head_width=16, embedding_dim=8
+    ).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9)
+    losses = [
+        float(optimization_step(model, opt, x, batch.labels, amp=False)[0]) for _ in range(30)
+    ]
+    assert losses[0] > 0.8  # about log 3 at the start
+    assert losses[-1] < 0.5 * losses[0]
