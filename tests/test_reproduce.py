@@ -688,6 +688,33 @@ def test_cli_forwards_compile_and_sizes_to_the_grid(tmp_path, monkeypatch):
     assert code == 2 and not (tmp_path / "m").exists()
 
 
+def test_cli_forwards_the_grid_flags(tmp_path, monkeypatch):
+    from cutpaste_lib import cli
+
+    root = make_root(tmp_path, ["tile", "leather"])
+    seen = {}
+
+    def fake_run_grid(data, out, **kw):
+        seen.update(kw, data=data, out=out)
+        raise SystemExit(0)  # stop before any training
+
+    monkeypatch.setattr(reproduce, "run_grid", fake_run_grid)
+    base = ["reproduce", "--data", str(root), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    with pytest.raises(SystemExit):
+        cli.main([*base, "--categories", "tile", "--variants", "scar", "--seed-list", "3", "7",
+                  "--shard", "1/2", "--workers", "2", "--patch", "--steps", "5", "--batch-size", "4",
+                  "--image-size", "96", "--patch-size", "32"])  # fmt: skip
+    assert list(seen["categories"]) == ["tile"] and list(seen["variants"]) == ["scar"]
+    assert list(seen["seeds"]) == [3, 7] and tuple(seen["shard"]) == (1, 2)
+    assert seen["workers"] == 2 and seen["patch"]
+    s = seen["settings"]
+    assert (s.steps, s.batch_size, s.image_size, s.patch_size) == (5, 4, 96, 32)
+    with pytest.raises(SystemExit):
+        cli.main([*base, "--seeds", "3"])
+    assert list(seen["seeds"]) == [0, 1, 2] and not seen["patch"]
+    assert list(seen["variants"]) == list(reproduce.TABLE1_VARIANTS)
+
+
 def test_cli_merge(tmp_path, capsys):
     from cutpaste_lib import cli
 

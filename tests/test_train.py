@@ -451,6 +451,27 @@ def test_cli_transfer_flags_fill_in_the_papers_defaults(synthetic_root):
     assert (scratch.protocol, scratch.warmup_steps, scratch.finetune_lr) == ("scratch", 2560, 1e-4)
 
 
+def test_cli_every_training_flag_reaches_the_config(synthetic_root):
+    parser, module = cli.command_parser("train")
+    argv = ["--data", str(synthetic_root), "--category", "synth_grid", "--variant", "scar",
+            "--steps", "9", "--batch-size", "3", "--image-size", "96", "--patch", "--lr", "0.5",
+            "--seed", "11", "--encoder", "shufflenet_v2_x0_5", "--device", "cpu", "--log-every", "2",
+            "--checkpoint-every", "5", "--compile", "--deterministic"]  # fmt: skip
+    config = module.build_config(parser.parse_args(argv))
+    got = {k: getattr(config, k) for k in ("variant", "steps", "batch_size", "image_size", "patch_size",
+           "lr", "seed", "encoder", "device", "log_every", "checkpoint_every", "compile", "deterministic")}  # fmt: skip
+    assert got == {"variant": "scar", "steps": 9, "batch_size": 3, "image_size": 96, "patch_size": 64,
+                   "lr": 0.5, "seed": 11, "encoder": "shufflenet_v2_x0_5", "device": "cpu", "log_every": 2,
+                   "checkpoint_every": 5, "compile": True, "deterministic": True}  # fmt: skip
+    explicit = module.build_config(parser.parse_args([*argv, "--patch-size", "24"]))
+    assert explicit.patch_size == 24
+    default = module.build_config(
+        parser.parse_args(["--data", str(synthetic_root), "--category", "synth_grid"])
+    )
+    assert (default.variant, default.steps, default.batch_size, default.image_size, default.lr,
+            default.patch_size) == ("3way", 65_536, 32, 256, 0.03, None)  # the paper's protocol  # fmt: skip
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_cli_ctrl_c_saves_the_step_and_says_how_to_resume(synthetic_root, tmp_path, monkeypatch,
                                                            capsys, overwrite):  # fmt: skip
