@@ -595,6 +595,19 @@ def test_cli_writes_overlays_and_metrics_that_match_the_library(
     )
     assert (out / "overlays.png").stat().st_size > 0
     assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == sorted(set(test.defects))
+    # --layer and --target take effect: layer3 (4x4 at 64 px) explaining the CutPaste logit
+    out3 = tmp_path / "gc3"
+    rc, cap = _cli(["gradcam", "--checkpoint", str(ckpt), "--data", str(synthetic_root), "--category",
+                    "synth_grid", "--out", str(out3), "--device", "cpu", "--layer", "layer3",
+                    "--target", "logit:1"], capsys)  # fmt: skip
+    assert rc == 0, cap.err
+    m3 = json.loads((out3 / "metrics.json").read_text())
+    assert m3["layer"] == "encoder.layer3" and m3["layer_resolution"] == [4, 4]
+    ref3 = gradcam_metrics(
+        gradcam_maps(trained.model, test, logit_target(1), layer="layer3", batch_size=5).maps,
+        test.masks,
+    )
+    assert m3["pixel_auroc"] == pytest.approx(ref3["pixel_auroc"], abs=1e-4)
 
 
 def test_cli_clear_errors_write_nothing(synthetic_root, trained, tmp_path, capsys):

@@ -383,6 +383,17 @@ def test_cli_localize_writes_metrics_and_figures(patch_checkpoint, synthetic_roo
     test = load_cache(synthetic_root, "synth_grid", "test", 32)
     lib = localize(model, train, test, patch_size=8, stride=8, device="cpu")
     assert {k: metrics[k] for k in lib.metrics} == pytest.approx(lib.metrics)
+    # --density and --patch-size take effect
+    loc_out = tmp_path / "per_location"
+    argv[argv.index("--out") + 1] = str(loc_out)
+    assert main([*argv, "--density", "per-location", "--patch-size", "16"]) == 0
+    per_loc = json.loads((loc_out / "metrics.json").read_text())
+    assert per_loc["density"] == "per-location" and per_loc["patch_size"] == 16
+    assert per_loc["grid"] == [3, 3]  # (32 - 16) / 8 + 1
+    lib = localize(
+        model, train, test, patch_size=16, stride=8, density="per-location", device="cpu"
+    )
+    assert {k: per_loc[k] for k in lib.metrics} == pytest.approx(lib.metrics)
     # --upsample plain is not silently ignored: other maps, so other pixel metrics
     plain_out = tmp_path / "plain"
     argv[argv.index("--out") + 1] = str(plain_out)
