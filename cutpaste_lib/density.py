@@ -48,6 +48,7 @@ __all__ = [
     "Embeddings",
     "GaussianDensity",
     "GaussianKDE",
+    "MIN_TRAIN_IMAGES",
     "NonFiniteFeaturesError",
     "ProvenanceError",
     "SingularCovarianceError",
@@ -66,6 +67,7 @@ __all__ = [
 CovarianceMethod = Literal["ledoit_wolf", "ridge", "empirical"]
 COVARIANCE_METHODS: tuple[str, ...] = ("ledoit_wolf", "ridge", "empirical")
 DENSITY_METHODS: tuple[str, ...] = (*COVARIANCE_METHODS, "kde")
+MIN_TRAIN_IMAGES = 2  # a Gaussian (or a KDE bandwidth) needs at least two points
 _TRAIN_STATS_ROWS = 4096
 _CROSS_FIT_MIN_ROWS = 6  # 3 per half: a Ledoit-Wolf Gaussian of 2 points is singular
 
@@ -492,9 +494,9 @@ class GaussianDensity(_Density):
 
     def _fit_batch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (..., N, D) float64 -> mean, Cholesky factor, shrinkage."""
-        if x.shape[-2] < 2:
+        if x.shape[-2] < MIN_TRAIN_IMAGES:
             raise ValueError(
-                f"need at least 2 training images to fit a Gaussian, got {x.shape[-2]}"
+                f"need at least {MIN_TRAIN_IMAGES} training images to fit a Gaussian, got {x.shape[-2]}"
             )
         mean, xc = _center(x)
         cov = _gram(xc) / x.shape[-2]
@@ -653,8 +655,10 @@ class GaussianKDE(_Density):
         """Fit on a raw tensor of clean train features (prefer :meth:`fit` with :class:`Embeddings`)."""
         x = self._prepare(features, "training features")
         x = x.reshape(-1, x.shape[-1])
-        if x.shape[0] < 2:
-            raise ValueError(f"need at least 2 training images for a KDE, got {x.shape[0]}")
+        if x.shape[0] < MIN_TRAIN_IMAGES:
+            raise ValueError(
+                f"need at least {MIN_TRAIN_IMAGES} training images for a KDE, got {x.shape[0]}"
+            )
         self.train = x
         self.bandwidth = (
             scott_bandwidth(x) if self.bandwidth_rule == "scott" else float(self.bandwidth_rule)

@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cutpaste_lib import density as _density
 from cutpaste_lib.density import GaussianDensity, cholesky, l2_normalize, ledoit_wolf, mahalanobis
 from cutpaste_lib.model import eval_mode
 
@@ -66,6 +67,7 @@ __all__ = [
     "DensityMode",
     "HeatmapScale",
     "LocalizationResult",
+    "MIN_TRAIN_IMAGES",
     "PatchDensity",
     "PatchGrid",
     "dense_features",
@@ -81,6 +83,10 @@ __all__ = [
 ]
 
 DensityMode = Literal["shared", "per-location", "auto"]
+
+MIN_TRAIN_IMAGES = {"shared": _density.MIN_TRAIN_IMAGES, "per-location": 4}
+"""Clean train images each density needs (per location: the cross-fitted training maps need two
+Gaussians on half the images each)."""
 
 
 # ----------------------------------------------------------------------------- the patch grid
@@ -500,8 +506,11 @@ def _fit_per_location(
     Returns the density and the two-fold cross-fitted training scores (N, gh, gw).
     """
     n = images.shape[0]
-    if n < 4:
-        raise ValueError(f"per-location Gaussians need at least 4 clean train images, got {n}")
+    if n < MIN_TRAIN_IMAGES["per-location"]:
+        raise ValueError(
+            f"per-location Gaussians need at least {MIN_TRAIN_IMAGES['per-location']} clean train "
+            f"images, got {n}"
+        )
     gh, gw = grid.shape
     p = grid.patch_size
     encoder = _encoder_of(model)
@@ -641,8 +650,10 @@ def fit_patch_density(
     dev = resolve_device(device) if device is not None else images.device
     grid = PatchGrid(tuple(images.shape[-2:]), patch_size, stride)
     resolved = resolve_density_mode(mode, category)
-    if images.shape[0] < 2:
-        raise ValueError(f"need at least 2 training images, got {images.shape[0]}")
+    if images.shape[0] < MIN_TRAIN_IMAGES["shared"]:
+        raise ValueError(
+            f"need at least {MIN_TRAIN_IMAGES['shared']} training images, got {images.shape[0]}"
+        )
     if resolved == "per-location":
         density, train_scores = _fit_per_location(
             model, images, grid, max_patches=max_patches, location_chunk=location_chunk, device=dev

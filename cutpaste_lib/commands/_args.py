@@ -58,12 +58,10 @@ def existing_file(text: str) -> Path:
 def out_dir(text: str) -> Path:
     """An output folder: may not exist yet, but must not be an existing file."""
     path = Path(text).expanduser()
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
-    for parent in path.parents:  # a file where a parent folder should be
-        if parent.exists():
-            if not parent.is_dir():
-                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
+    for folder in (path, *path.parents):  # the first that exists must be a folder
+        if folder.exists():
+            if not folder.is_dir():
+                raise argparse.ArgumentTypeError(f"{folder} is a file, not a folder")
             break
     return path
 

@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from cutpaste_lib import io
     from cutpaste_lib.config import resolve_device
     from cutpaste_lib.data import load_cache
+    from cutpaste_lib.density import MIN_TRAIN_IMAGES
     from cutpaste_lib.evaluate import evaluate
     from cutpaste_lib.train import load_checkpoint
     from cutpaste_lib.viz.common import save_figure
@@ -114,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
               "`cutpaste localize` is its evaluation, this scores whole images", file=sys.stderr)  # fmt: skip
     size = args.image_size or int(config["image_size"])
     train_cache = load_cache(args.data, args.category, "train", size)
-    require_train_images(train_cache, 2, args.data, args.category, "the Gaussian density")
+    require_train_images(
+        train_cache, MIN_TRAIN_IMAGES, args.data, args.category, "the Gaussian density"
+    )
     # image-level only: defective test images need no ground-truth mask (your own data)
     test_cache = load_cache(args.data, args.category, "test", size, masks=False)
     result = evaluate(

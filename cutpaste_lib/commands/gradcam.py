@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from cutpaste_lib.cli import UserError
     from cutpaste_lib.config import resolve_device
     from cutpaste_lib.data import load_cache
-    from cutpaste_lib.density import GaussianDensity
+    from cutpaste_lib.density import MIN_TRAIN_IMAGES, GaussianDensity
     from cutpaste_lib.evaluate import embed
     from cutpaste_lib.gradcam import (
         default_layer,
@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         )
     image_size = args.image_size or int(config.get("image_size", 256))
     train = load_cache(args.data, args.category, "train", image_size, device=device)
-    _args.require_train_images(train, 2, args.data, args.category, "the Gaussian density")
+    _args.require_train_images(
+        train, MIN_TRAIN_IMAGES, args.data, args.category, "the Gaussian density"
+    )
     test = load_cache(args.data, args.category, "test", image_size, device=device)
     if test.masks is None or not bool(test.masks.any()) or bool(test.masks.all()):
         raise UserError(

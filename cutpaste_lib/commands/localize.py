@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from cutpaste_lib.cli import UserError
     from cutpaste_lib.config import resolve_device
     from cutpaste_lib.data import load_cache
-    from cutpaste_lib.localize import localize, resolve_density_mode
+    from cutpaste_lib.localize import MIN_TRAIN_IMAGES, localize, resolve_density_mode
     from cutpaste_lib.train import load_checkpoint
     from cutpaste_lib.viz.common import save_figure
     from cutpaste_lib.viz.heatmaps import heatmap_gallery, pick_examples, pixel_curves_figure
@@ -109,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
         print("note: this checkpoint was trained on whole images, not patches; localization expects a "
               "patch model (cutpaste train --patch)")  # fmt: skip
     train = load_cache(args.data, args.category, "train", image_size, device=device)
-    per_location = resolve_density_mode(args.density, args.category) == "per-location"
-    _args.require_train_images(train, 4 if per_location else 2, args.data, args.category,
-                               f"the {'per-location' if per_location else 'shared'} patch Gaussian")  # fmt: skip
+    mode = resolve_density_mode(args.density, args.category)
+    _args.require_train_images(train, MIN_TRAIN_IMAGES[mode], args.data, args.category,
+                               f"the {mode} patch Gaussian")  # fmt: skip
     test = load_cache(args.data, args.category, "test", image_size, device=device)
     start = time.perf_counter()
     result = localize(
