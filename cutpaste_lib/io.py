@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +37,15 @@ def save_torch(path: str | Path, obj: Any) -> Path:
     import torch
 
     return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def remove_empty_folders(folders: Sequence[Path]) -> None:
+    """Undo the folders a failed command created: remove ``folders`` (deepest first) while they
+    are empty, stopping at the first that is not (neither it nor those above it are ours)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:  # never created (the failure came first)
+            continue
+        except OSError:  # not empty
+            return

@@ -274,17 +274,13 @@ def _patch_sizes(args: argparse.Namespace, base) -> dict:
 
 def _remove_new(out: Path, before: set[Path], created: list[Path]) -> None:
     """Undo a failed --merge: remove the files it added to ``out`` and the folders it created."""
+    from cutpaste_lib.io import remove_empty_folders
+
     if out.is_dir():
         for path in set(out.iterdir()) - before:
             if path.is_file() or path.is_symlink():
                 path.unlink(missing_ok=True)
-    for folder in created:  # deepest first
-        try:
-            folder.rmdir()
-        except FileNotFoundError:
-            continue
-        except OSError:  # not empty: not only ours
-            return
+    remove_empty_folders(created)  # deepest first
 
 
 def _restore(saved: dict[Path, bytes]) -> None:

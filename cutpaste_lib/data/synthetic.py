@@ -53,6 +53,7 @@ from PIL import Image
 
 from cutpaste_lib.data.mvtec import SYNTHETIC_CATEGORIES, category_info
 from cutpaste_lib.errors import DatasetError
+from cutpaste_lib.io import remove_empty_folders
 
 GENERATOR_VERSION = 2
 """Bumped whenever the drawings change, so :func:`ensure_synthetic` regenerates stale data."""
@@ -563,7 +564,7 @@ def generate_synthetic(
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     except OSError as exc:  # name the folder asked for, not the random temporary one
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise OSError(exc.errno, exc.strerror, str(out)) from exc
     ok = False
     try:
@@ -624,7 +625,7 @@ def generate_synthetic(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         if not ok:
-            _remove_empty(created)
+            remove_empty_folders(created)
     return out
 
 
@@ -650,17 +651,6 @@ def _check_replaceable(out: Path) -> None:
             f"{out} is not a synthetic dataset made by cutpaste synth (no {MANIFEST} written by "
             "it): refusing to delete it; choose another folder or remove it yourself"
         )
-
-
-def _remove_empty(folders: Sequence[Path]) -> None:
-    """Remove the folders of ``folders`` (deepest first) that are still empty."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except FileNotFoundError:  # never created (the failure came first)
-            continue
-        except OSError:  # not empty: neither it nor the folders above it are ours to remove
-            return
 
 
 def read_manifest(root: str | Path) -> dict | None:
