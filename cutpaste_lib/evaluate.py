@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cutpaste_lib.data import normalize
 from cutpaste_lib.density import (
     Embeddings,
     GaussianDensity,
@@ -38,6 +39,7 @@ from cutpaste_lib.density import (
 )
 from cutpaste_lib.errors import DatasetError
 from cutpaste_lib.model import eval_mode
+from cutpaste_lib.precision import compute_precision
 
 __all__ = [
     "EvaluationResult",
@@ -95,7 +97,6 @@ def extract_features(
     The model runs in eval mode under ``torch.inference_mode`` and is returned to its previous mode.
     If ``device`` differs from the model's device the model is moved there (in place, like ``.to``).
     """
-    from cutpaste_lib.data import normalize
 
     data = _images_of(images)
     if batch_size < 1:
@@ -104,15 +105,13 @@ def extract_features(
     if _model_device(model) != device:
         model = model.to(device)
     fn = _feature_fn(model)
-    cuda = device.type == "cuda"
+    policy = compute_precision(device)
     out = []
     with eval_mode(model), torch.inference_mode():
         for start in range(0, data.shape[0], batch_size):
             x = normalize(data[start : start + batch_size].to(device, non_blocking=True))
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                feats = fn(x)
+            with policy.autocast():
+                feats = fn(policy.prepare(x))
             out.append(feats.float().reshape(feats.shape[0], -1).cpu())
     if not out:
         raise ValueError("no images to extract features from")

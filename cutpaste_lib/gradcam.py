@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -46,8 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cutpaste_lib.data import normalize
 from cutpaste_lib.errors import CutPasteError
 from cutpaste_lib.model import eval_mode
+from cutpaste_lib.precision import Precision, compute_precision
 
 Target = Callable[[Any], torch.Tensor]
 """Maps the model's output (a tensor or a ``ModelOutput``) to one scalar per image, shape ``(B,)``."""
@@ -289,12 +290,7 @@ def grad_cam(
     handle = module.register_forward_hook(capture)
     try:
         with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
-            autocast = (
-                torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
-                if amp
-                else contextlib.nullcontext()
-            )
-            with autocast:
+            with Precision(x.device.type, bf16=amp).autocast():
                 output = model(x)
             if len(capture.leaves) != 1:
                 raise GradCAMError(
@@ -363,7 +359,6 @@ def gradcam_maps(
         batch_size: images per forward/backward pass.
         device: where to run (default: the model's device).
     """
-    from cutpaste_lib.data import normalize
 
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -379,8 +374,7 @@ def gradcam_maps(
     parts: list[GradCAMResult] = []
     for start in range(0, tensor.shape[0], batch_size):
         batch = normalize(tensor[start : start + batch_size].to(device))
-        if device.type == "cuda":
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = compute_precision(device).prepare(batch)
         res = grad_cam(model, batch, target, layer=layer)
         parts.append(GradCAMResult(*(t.cpu() for t in res[:4]), res.layer))
     if not parts:
