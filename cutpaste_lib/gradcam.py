@@ -7,7 +7,7 @@ Grad-CAM (Selvaraju et al., 2017) asks which places of a convolutional feature m
            \\qquad L = \\mathrm{ReLU}\\Big(\\sum_k \\alpha_k A^k\\Big),
 
 and ``L`` (``h x w``) is upsampled bilinearly to the input size. The paper (§4.2) applies it to the
-image-level 3-way model with ``y`` = the **anomaly score**, the Mahalanobis distance of the pooled
+image-level 3-way model with ``y`` = the **anomaly score**, the squared Mahalanobis distance of the pooled
 features under the Gaussian fitted on clean train images (88.3 pixel AUROC, against 96.0 for the
 patch model). Explaining a proxy-classifier logit instead (as some reimplementations do) answers a
 different question: "what looks like a pasted patch?", not "what makes this image anomalous?".
@@ -47,6 +47,7 @@ from torch import nn
 
 from cutpaste_lib.data import normalize
 from cutpaste_lib.errors import CutPasteError
+from cutpaste_lib.metrics import aupro, pixel_auroc
 from cutpaste_lib.model import eval_mode
 from cutpaste_lib.precision import Precision, compute_precision
 
@@ -181,8 +182,14 @@ def logit_target(k: int) -> Target:
     return target
 
 
-def anomaly_score_target(density: Any, *, field: str = "features") -> Target:
+def anomaly_score_target(density: Any, *, field: str = "features", sqrt: bool = False) -> Target:
     """Target = the anomaly score ``density.score(features)`` of every image.
+
+    The score is the **squared** Mahalanobis distance (the paper's log-density up to constants).
+    With ``sqrt=True`` the target is the distance itself, ``sqrt(score)``. The two rank images the
+    same, but Grad-CAM weights are gradients: ``d sqrt(s) = ds / (2 sqrt(s))``, so each image's map is
+    divided by ``2 sqrt(s)``. The per-image min-max normalised maps are therefore identical; a
+    pixel AUROC pooled over images *without* that normalisation can change (notebook 05 shows it).
 
     ``features`` are the pooled encoder features (``ModelOutput.features``), the same ones
     :func:`cutpaste_lib.evaluate.extract_features` gives the density at fit time. The density's own
@@ -206,19 +213,20 @@ def anomaly_score_target(density: Any, *, field: str = "features") -> Target:
                 f"{type(density).__name__}.score returned a tensor without a gradient; Grad-CAM "
                 "on the anomaly score needs a differentiable score (no detach/no_grad inside)"
             )
-        return scores
+        return scores.clamp_min(0).sqrt() if sqrt else scores
 
-    target.__name__ = "anomaly_score"
+    target.__name__ = "anomaly_distance" if sqrt else "anomaly_score"
     return target
 
 
 def parse_target(spec: str, density: Any | None = None) -> Target:
-    """``"score"`` (needs ``density``) or ``"logit:K"`` -> a :data:`Target`."""
+    """``"score"`` (squared Mahalanobis distance), ``"distance"`` (its square root), both needing
+    ``density``, or ``"logit:K"`` -> a :data:`Target`."""
     text = str(spec).strip().lower()
-    if text == "score":
+    if text in ("score", "distance"):
         if density is None:
-            raise GradCAMError("target 'score' needs a fitted GaussianDensity")
-        return anomaly_score_target(density)
+            raise GradCAMError(f"target {text!r} needs a fitted GaussianDensity")
+        return anomaly_score_target(density, sqrt=text == "distance")
     if text.startswith("logit:"):
         try:
             k = int(text.split(":", 1)[1])
@@ -226,7 +234,7 @@ def parse_target(spec: str, density: Any | None = None) -> Target:
             k = -1
         if k >= 0:
             return logit_target(k)
-    raise ValueError(f"unknown Grad-CAM target {spec!r}: use 'score' or 'logit:K' (K >= 0)")
+    raise ValueError(f"unknown Grad-CAM target {spec!r}: use 'score', 'distance' or 'logit:K' (K >= 0)")
 
 
 # ---------------------------------------------------------------- the computation
@@ -405,7 +413,6 @@ def gradcam_metrics(
         masks: boolean ground truth of the same size (all False for good images).
         fpr_limit: AUPRO integration limit (MVTec AD convention: 0.3).
     """
-    from cutpaste_lib.metrics import aupro, pixel_auroc
 
     maps = maps.detach().float().cpu()
     masks = masks.detach().cpu().bool()

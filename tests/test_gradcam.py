@@ -387,10 +387,27 @@ def test_parse_target():
         parse_target(" Logit:0 ")(torch.arange(6.0).view(2, 3)), torch.tensor([0.0, 3.0])
     )
     for bad in ("logit:", "logit:-1", "logit:x", "logits", "mahalanobis"):
-        with pytest.raises(ValueError, match="score' or 'logit:K'"):
+        with pytest.raises(ValueError, match="'distance' or 'logit:K'"):
             parse_target(bad)
-    with pytest.raises(GradCAMError, match="GaussianDensity"):
-        parse_target("score")
+    for needs_density in ("score", "distance"):
+        with pytest.raises(GradCAMError, match="GaussianDensity"):
+            parse_target(needs_density)
+
+
+def test_distance_target_is_the_square_root_and_rescales_each_map_by_its_chain_rule_factor():
+    """d sqrt(s) = ds / (2 sqrt(s)): the distance target's weights and maps are the score target's
+    divided by 2 sqrt(s) image by image, so the min-max normalised maps are identical."""
+    torch.manual_seed(4)
+    model = TinyCutPaste(width=4).double()
+    _randomise_bn(model)
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    density = QuadraticDensity(dim=4)
+    squared = grad_cam(model, x, parse_target("score", density), layer="layer4", upsample=False)
+    root = grad_cam(model, x, parse_target("distance", density), layer="layer4", upsample=False)
+    torch.testing.assert_close(root.scores, squared.scores.sqrt())
+    factor = (2 * squared.scores.sqrt()).view(-1, 1)
+    torch.testing.assert_close(root.weights, squared.weights / factor)
+    torch.testing.assert_close(minmax_per_image(root.low_res), minmax_per_image(squared.low_res))
 
 
 def test_non_differentiable_density_is_refused():

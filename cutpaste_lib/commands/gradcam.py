@@ -21,15 +21,15 @@ from cutpaste_lib.commands import _args
 
 
 def target_spec(text: str) -> str:
-    """``--target``: ``score`` or ``logit:K``."""
+    """``--target``: ``score``, ``distance`` or ``logit:K``."""
     value = text.strip().lower()
-    if value == "score":
+    if value in ("score", "distance"):
         return value
     head, _, tail = value.partition(":")
     if head == "logit" and tail.isdigit():
         return f"logit:{int(tail)}"
     raise argparse.ArgumentTypeError(
-        f"expected 'score' or 'logit:K' (K = class index, 3-way: 0 normal, 1 cutpaste, 2 scar), got {text!r}"
+        f"expected 'score', 'distance' or 'logit:K' (K = class index, 3-way: 0 normal, 1 cutpaste, 2 scar), got {text!r}"
     )
 
 
@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "layer4 for ResNets: 8x8 at 256 px for ResNet-18, layer3 is twice as fine "
                              "but less semantic; features.N, the last block, for EfficientNet)")  # fmt: skip
     parser.add_argument("--target", type=target_spec, default="score",
-                        help="score (default, as in the paper: the Mahalanobis anomaly score under the "
-                             "Gaussian fitted on clean train images) or logit:K (a proxy-class logit)")  # fmt: skip
+                        help="score (default, as in the paper: the squared Mahalanobis distance under the "
+                             "Gaussian fitted on clean train images), distance (its square root) or "
+                             "logit:K (a proxy-class logit)")  # fmt: skip
     parser.add_argument(
         "--device", type=_args.device, default="auto", help="cpu, cuda, cuda:N or auto"
     )
