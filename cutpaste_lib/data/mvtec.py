@@ -46,8 +46,10 @@ MVTEC_CATEGORIES: tuple[str, ...] = MVTEC_TEXTURES + MVTEC_OBJECTS
 SYNTHETIC_CATEGORIES: tuple[str, ...] = ("synth_carpet", "synth_grid", "synth_washer")
 """Categories written by :func:`cutpaste_lib.data.generate_synthetic`."""
 
-# The paper (localization, A.5): objects that sit in a fixed pose get one Gaussian per location;
-# textures, hazelnut and screw (free rotation) share one Gaussian over all locations.
+# Our choice (README, "where we chose"; the paper does not state it): objects photographed in a
+# fixed pose get one Gaussian per location; textures, hazelnut and screw (free rotation) share one
+# Gaussian over all locations. metal_nut counts as aligned: its nuts lie in one orientation, which
+# is what makes its "flip" defect (a nut upside down) an anomaly.
 _ALIGNED_OBJECTS = frozenset(
     {"bottle", "cable", "capsule", "metal_nut", "pill", "toothbrush", "transistor", "zipper"}
 )
