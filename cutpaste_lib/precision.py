@@ -7,7 +7,9 @@ repeating ``if cuda: x = x.contiguous(channels_last)`` and ``torch.autocast(...,
 Two policies:
 
 - :func:`compute_precision` for training and for classifier predictions: bf16 autocast and
-  channels_last on CUDA; fp32 elsewhere.
+  channels_last on CUDA, and on a CPU with native bf16 matrix units (AVX512-BF16 or AMX, see
+  :func:`cpu_bf16_supported`); fp32 on any other CPU, where bf16 is emulated and slower.
+  ``CUTPASTE_CPU_BF16=1``/``0`` forces the CPU choice either way.
 - :func:`feature_precision` for the features fed to a Gaussian density: channels_last on CUDA but
   fp32 arithmetic everywhere. The density inverts a covariance whose smallest eigenvalues carry
   the anomaly signal; bf16 keeps 8 bits of mantissa, so we do not round the features that feed it
@@ -17,8 +19,8 @@ Two policies:
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
-from typing import ContextManager
 
 import torch
 from torch import Tensor
@@ -32,7 +34,7 @@ class Precision:
     bf16: bool = False
     channels_last: bool = False
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of this policy (a no-op context when ``bf16`` is off)."""
         if not self.bf16:
             return contextlib.nullcontext()
@@ -53,10 +55,29 @@ def _device_type(device: str | torch.device) -> str:
     return torch.device(device).type
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles).
+
+    ``CUTPASTE_CPU_BF16`` set to 1/0 (true/false, yes/no, on/off) overrides the detection.
+    """
+    forced = os.environ.get("CUTPASTE_CPU_BF16", "").strip().lower()
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    if forced in ("0", "false", "no", "off"):
+        return False
+    if forced:
+        raise ValueError(f"CUTPASTE_CPU_BF16 must be 1 or 0 (or unset), got {forced!r}")
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 def compute_precision(device: str | torch.device) -> Precision:
-    """Training and predictions: bf16 autocast + channels_last on CUDA, fp32 on any other device."""
-    cuda = _device_type(device) == "cuda"
-    return Precision(_device_type(device), bf16=cuda, channels_last=cuda)
+    """Training and predictions: bf16 autocast + channels_last on CUDA and on a bf16-capable CPU
+    (:func:`cpu_bf16_supported`); fp32 on any other device."""
+    kind = _device_type(device)
+    fast = kind == "cuda" or (kind == "cpu" and cpu_bf16_supported())
+    return Precision(kind, bf16=fast, channels_last=fast)
 
 
 def feature_precision(device: str | torch.device) -> Precision:
