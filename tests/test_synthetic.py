@@ -24,6 +24,7 @@ from cutpaste_lib.data import (
     render_sample,
 )
 from cutpaste_lib.data import synthetic as synthetic_module
+from cutpaste_lib.data.synthetic import writer as synthetic_writer
 from cutpaste_lib.errors import DataNotFoundError, DatasetError
 
 
@@ -126,7 +127,7 @@ def test_adding_a_category_does_not_change_the_others(tmp_path):
 
 def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = synthetic_module._run_job
+    real = synthetic_writer._run_job
 
     def flaky(job, size):
         calls["n"] += 1
@@ -134,7 +135,7 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return real(job, size)
 
-    monkeypatch.setattr(synthetic_module, "_run_job", flaky)
+    monkeypatch.setattr(synthetic_writer, "_run_job", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_synthetic(
             tmp_path / "out",
@@ -200,14 +201,14 @@ def test_a_failed_swap_puts_the_old_dataset_back(tmp_path, monkeypatch):
     out = tmp_path / "out"
     generate_synthetic(out, n_train=1, **TINY)
     before = _tree_digest(out)
-    real_replace = synthetic_module.os.replace
+    real_replace = synthetic_writer.os.replace
 
     def failing_replace(src, dst):
         if str(src).endswith(".partial"):  # the new dataset onto ``out``: fails
             raise OSError(16, "Device or resource busy")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(synthetic_module.os, "replace", failing_replace)
+    monkeypatch.setattr(synthetic_writer.os, "replace", failing_replace)
     with pytest.raises(OSError, match="busy"):
         generate_synthetic(out, n_train=2, overwrite=True, **TINY)
     assert _tree_digest(out) == before
@@ -218,7 +219,7 @@ def test_failure_removes_the_parent_folders_it_created(tmp_path, monkeypatch):
     def broken(job, size):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic_module, "_run_job", broken)
+    monkeypatch.setattr(synthetic_writer, "_run_job", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_synthetic(tmp_path / "new" / "deeper" / "out", n_train=1, **TINY)
     assert list(tmp_path.iterdir()) == []
