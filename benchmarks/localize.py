@@ -61,8 +61,13 @@ def random_patch_density(grid, dim: int, mode: str, device) -> PatchDensity:
         gh, gw = grid.shape
         mean = mean.float().expand(gh, gw, dim).contiguous()
         factor = factor.float().expand(gh, gw, dim, dim).contiguous()  # 3.4 GB at 57x57x512
-    state = {"mean": mean, "cholesky_factor": factor, "shrinkage": torch.zeros(()),
-             "train_score_mean": torch.zeros(()), "train_score_std": torch.ones(())}  # fmt: skip
+    state = {
+        "mean": mean,
+        "cholesky_factor": factor,
+        "shrinkage": torch.zeros(()),
+        "train_score_mean": torch.zeros(()),
+        "train_score_std": torch.ones(()),
+    }
     density.load_state_dict({k: v.to(device) for k, v in state.items()})
     return PatchDensity(density, grid, mode, HeatmapScale(0.0, 1.0, 1.0))
 
@@ -105,12 +110,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quick", action="store_true", help="fewer images / rows")
-    parser.add_argument("--density", choices=("shared", "per-location"), default="shared",
-                        help="per-location holds 3.4 GB of float32 Cholesky factors")  # fmt: skip
+    parser.add_argument(
+        "--density",
+        choices=("shared", "per-location"),
+        default="shared",
+        help="per-location holds 3.4 GB of float32 Cholesky factors",
+    )
     parser.add_argument("--images", type=int, default=None, help="images for the batched path")
     parser.add_argument("--baseline-images", type=int, default=None, help="images for the loop")
-    parser.add_argument("--baseline-rows", type=int, default=None,
-                        help="grid rows the loop runs (CPU default 2 quick / 4; extrapolated)")  # fmt: skip
+    parser.add_argument(
+        "--baseline-rows",
+        type=int,
+        default=None,
+        help="grid rows the loop runs (CPU default 2 quick / 4; extrapolated)",
+    )
     parser.add_argument("--max-patches", type=int, default=None, help="patches per forward pass")
     args = parser.parse_args()
 
@@ -129,9 +142,15 @@ def main() -> None:
     pd = random_patch_density(grid, model.feature_dim, args.density, device)
 
     # warm-up (small on CPU, a whole image on CUDA: kernels, cuDNN autotuning, allocator)
-    score_images(model, test[:1] if cuda else test[:1, :, :64, :64], pd if cuda else
-                 random_patch_density(PatchGrid((64, 64), 32, 4), model.feature_dim, "shared", device),
-                 max_patches=max_patches, device=device)  # fmt: skip
+    score_images(
+        model,
+        test[:1] if cuda else test[:1, :, :64, :64],
+        pd
+        if cuda
+        else random_patch_density(PatchGrid((64, 64), 32, 4), model.feature_dim, "shared", device),
+        max_patches=max_patches,
+        device=device,
+    )
     _sync(device)
     start = time.perf_counter()
     patch_scores, _ = score_images(model, test[:n_ours], pd, max_patches=max_patches, device=device)
@@ -158,18 +177,25 @@ def main() -> None:
     print(
         f"## Dense localization at 256 px (57x57 patches of 32 px, stride 4, {args.density} Gaussian)\n"
     )
-    print(f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
-    note = (f"loop timed on {rows_done} of {grid.shape[0]} grid rows and extrapolated"
-            if rows_done < grid.shape[0] else "loop timed on whole images")  # fmt: skip
+    print(
+        f"device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    note = (
+        f"loop timed on {rows_done} of {grid.shape[0]} grid rows and extrapolated"
+        if rows_done < grid.shape[0]
+        else "loop timed on whole images"
+    )
     print(f"{note}; max relative score difference loop vs batched: {err:.1e}\n")
     print("| path | images | seconds / image | images/s | speed-up |")
     print("|---|---:|---:|---:|---:|")
     print(
         f"| per-patch loop (baseline) | {n_base} | {base_s / n_base:.3g} | {base_ips:.3g} | 1.0x |"
     )
-    print(f"| batched `score_images` (ours) | {n_ours} | {ours_s / n_ours:.3g} | {ours_ips:.3g} | "
-          f"{ours_ips / base_ips:.1f}x |")  # fmt: skip
+    print(
+        f"| batched `score_images` (ours) | {n_ours} | {ours_s / n_ours:.3g} | {ours_ips:.3g} | "
+        f"{ours_ips / base_ips:.1f}x |"
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from cutpaste_lib.density import (
     NonFiniteFeaturesError,
     ProvenanceError,
     SingularCovarianceError,
+    check_provenance,
     cholesky,
+    cross_fit,
     empirical_covariance,
     ensemble_scores,
     l2_normalize,
@@ -23,6 +25,7 @@ from cutpaste_lib.density import (
     mahalanobis,
     make_density,
     scott_bandwidth,
+    shrink_ledoit_wolf,
 )
 
 
@@ -59,6 +62,55 @@ def test_ledoit_wolf_is_batched():
         ref = LedoitWolf().fit(xs[i].numpy())
         assert _rel(cov[i], ref.covariance_) <= 1e-10
         assert abs(float(shrinkage[i]) - ref.shrinkage_) <= 1e-10
+
+
+@pytest.mark.parametrize("n,d", [(200, 16), (12, 40)])
+def test_shrinkage_from_moments_matches_sklearn(n, d):
+    # The one Ledoit-Wolf formula, fed only sufficient statistics (S, N, sum ||x - mean||^4), as
+    # the streamed moments of localization feed it.
+    x = _features(n, d, seed=11)
+    xc = x - x.mean(0)
+    cov = xc.T @ xc / n
+    fourth = ((xc * xc).sum(-1) ** 2).sum()
+    shrunk, shrinkage = shrink_ledoit_wolf(cov, n=n, fourth_moment=fourth)
+    ref = LedoitWolf().fit(x.numpy())
+    assert abs(float(shrinkage) - ref.shrinkage_) <= 1e-10 * ref.shrinkage_
+    assert _rel(shrunk, ref.covariance_) <= 1e-10
+    batch_cov, batch_shrinkage = ledoit_wolf(x)
+    assert _rel(shrunk, batch_cov) <= 1e-12 and _rel(shrinkage, batch_shrinkage) <= 1e-12
+
+
+def test_cross_fit_scores_each_fold_with_the_other_folds_fit():
+    n = 7
+    fitted = []
+
+    def fit(rows):
+        fitted.append(rows.tolist())
+        return set(rows.tolist())
+
+    def score(model, rows):  # the "score" of a row: which rows its model was fitted on
+        assert not model & set(rows.tolist())  # never scored by a fit that saw it
+        return torch.tensor([[sum(model), len(model)]] * len(rows))
+
+    out = cross_fit(n, fit=fit, score=score)
+    assert fitted == [[0, 2, 4, 6], [1, 3, 5]]
+    for i in range(n):
+        other = [j for j in range(n) if j % 2 != i % 2]
+        assert out[i].tolist() == [sum(other), len(other)]
+
+
+def test_check_provenance_refuses_test_defective_and_augmented():
+    good = torch.zeros(3, dtype=torch.int64)
+    check_provenance(split="train", labels=good)
+    check_provenance(split="train", labels=None)  # unknown labels: the caller vouches
+    cases = [
+        ({"split": "train", "labels": good, "augmentation": "scar"}, "augmented"),
+        ({"split": "test", "labels": good}, "'test' split"),
+        ({"split": "train", "labels": torch.tensor([0, 1, 1])}, "2 defective"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ProvenanceError, match=match):
+            check_provenance(**kwargs, what="the patch density")
 
 
 def test_empirical_covariance_matches_sklearn():

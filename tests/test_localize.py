@@ -14,8 +14,6 @@ from cutpaste_lib.data import ImageCache, normalize
 from cutpaste_lib.density import ProvenanceError, cholesky, l2_normalize, ledoit_wolf, mahalanobis
 from cutpaste_lib.localize import (
     PatchGrid,
-    _fit_shared,
-    _StreamingMoments,
     dense_features,
     extract_patches,
     fit_patch_density,
@@ -25,6 +23,8 @@ from cutpaste_lib.localize import (
     resolve_density_mode,
     score_images,
 )
+from cutpaste_lib.localize.moments import StreamingMoments
+from cutpaste_lib.localize.shared import fit_shared
 from cutpaste_lib.metrics import pixel_auroc
 
 
@@ -108,11 +108,11 @@ def test_dense_feature_i_j_is_the_encoder_on_that_crop_across_chunks():
 def test_streamed_ledoit_wolf_equals_the_batch_estimator(n, d):
     g = torch.Generator().manual_seed(n)
     x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2, d) + 5.0
-    moments = _StreamingMoments()
+    moments = StreamingMoments()
     for k in range(0, n, 37):
         moments.update(x[k : k + 37])
     # two streams with different shifts, merged: the same estimate
-    even, odd = _StreamingMoments(), _StreamingMoments()
+    even, odd = StreamingMoments(), StreamingMoments()
     for k in range(0, n, 37):
         (even if (k // 37) % 2 == 0 else odd).update(x[k : k + 37])
     ref_cov, ref_shrink = ledoit_wolf(x)
@@ -151,8 +151,8 @@ def test_patch_gaussians_equal_independent_fits_per_location_and_shared():
 def test_shared_fit_reencoding_equals_keeping_features():
     enc, images = StandIn(), _noise_images(5, 16, seed=2)
     kw = dict(patch_size=8, stride=4, max_patches=7, device=torch.device("cpu"))
-    kept_density, kept_scores = _fit_shared(enc, images, **kw)
-    again_density, again_scores = _fit_shared(enc, images, keep_bytes=0, **kw)  # two encodings
+    kept_density, kept_scores = fit_shared(enc, images, **kw)
+    again_density, again_scores = fit_shared(enc, images, keep_bytes=0, **kw)  # two encodings
     torch.testing.assert_close(kept_scores, again_scores)
     torch.testing.assert_close(kept_density.cholesky_factor, again_density.cholesky_factor)
 
@@ -291,12 +291,14 @@ def test_localize_finds_bright_squares_on_a_texture():
     from cutpaste_lib.metrics import aupro, auroc, f1_max
 
     labels = torch.tensor([1, 1, 1, 1, 0, 0])
-    assert result.metrics == pytest.approx({
-        "pixel_auroc": pixel_auroc(result.maps, masks),
-        "aupro": aupro(result.maps, masks, fpr_limit=0.3),
-        "pixel_f1_max": f1_max(result.maps, masks),
-        "image_auroc": auroc(result.image_scores, labels),
-    })  # fmt: skip
+    assert result.metrics == pytest.approx(
+        {
+            "pixel_auroc": pixel_auroc(result.maps, masks),
+            "aupro": aupro(result.maps, masks, fpr_limit=0.3),
+            "pixel_f1_max": f1_max(result.maps, masks),
+            "image_auroc": auroc(result.image_scores, labels),
+        }
+    )
     assert result.metrics["aupro"] != pytest.approx(aupro(result.maps, masks, fpr_limit=1.0))
     # each map depends on its own image only: scoring one image alone gives the same map
     _, alone = score_images(StandIn(), images[1:2], result.patch_density)
@@ -349,9 +351,16 @@ def patch_checkpoint(synthetic_root, tmp_path_factory):
 
     cache = load_cache(synthetic_root, "synth_grid", "train", 32)
     config = train_mod.TrainConfig(
-        steps=2, batch_size=2, image_size=32, patch_size=16, device="cpu", log_every=1,
-        head_depth=1, head_width=32, embedding_dim=8,
-    )  # fmt: skip
+        steps=2,
+        batch_size=2,
+        image_size=32,
+        patch_size=16,
+        device="cpu",
+        log_every=1,
+        head_depth=1,
+        head_width=32,
+        embedding_dim=8,
+    )
     out = tmp_path_factory.mktemp("patch_model")
     return train_mod.train(config, cache, out_dir=out, progress=False).checkpoint
 
@@ -362,8 +371,21 @@ def test_cli_localize_writes_metrics_and_figures(patch_checkpoint, synthetic_roo
     from cutpaste_lib.cli import main
 
     out = tmp_path / "loc"
-    argv = ["localize", "--checkpoint", str(patch_checkpoint), "--data", str(synthetic_root),
-            "--category", "synth_grid", "--out", str(out), "--stride", "8", "--device", "cpu"]  # fmt: skip
+    argv = [
+        "localize",
+        "--checkpoint",
+        str(patch_checkpoint),
+        "--data",
+        str(synthetic_root),
+        "--category",
+        "synth_grid",
+        "--out",
+        str(out),
+        "--stride",
+        "8",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("pixel_auroc", "aupro", "pixel_f1_max", "image_auroc"):
