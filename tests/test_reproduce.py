@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cutpaste_lib import reproduce
+from cutpaste_lib import paper, reproduce
 from cutpaste_lib.errors import CutPasteError, DataNotFoundError, DatasetError
 from cutpaste_lib.reproduce import GridSettings, Job, JobSpec
 
@@ -102,9 +102,7 @@ def test_grid_order_counts_and_validation():
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7])
 def test_shards_are_disjoint_and_cover_the_grid(n):
-    jobs = reproduce.make_grid(
-        list(reproduce.paper.CATEGORIES), ["cutpaste", "scar", "3way"], range(5)
-    )
+    jobs = reproduce.make_grid(list(paper.CATEGORIES), ["cutpaste", "scar", "3way"], range(5))
     parts = [reproduce.select_shard(jobs, i, n) for i in range(n)]
     flat = [j.key for p in parts for j in p]
     assert len(flat) == len(set(flat)) == len(jobs)
@@ -278,7 +276,7 @@ def test_a_crash_while_writing_keeps_the_previous_csv(tmp_path, monkeypatch):
     def broken_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(reproduce.os, "fsync", broken_fsync)
+    monkeypatch.setattr(reproduce.results.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         reproduce.append_result(res.csv, row)
     assert res.csv.read_bytes() == before
@@ -326,9 +324,15 @@ def test_test_splits_without_both_classes_are_refused_before_any_training(tmp_pa
     CALLS.clear()
     with pytest.raises(DatasetError, match="needs good and defective test images") as info:
         reproduce.run_grid(
-            root, tmp_path / "o", variants=["scar"], seeds=[0], settings=TINY, device="cpu",
-            job=fake_job, progress=False,
-        )  # fmt: skip
+            root,
+            tmp_path / "o",
+            variants=["scar"],
+            seeds=[0],
+            settings=TINY,
+            device="cpu",
+            job=fake_job,
+            progress=False,
+        )
     message = str(info.value)
     assert f"screw: no defective images in {root / 'screw' / 'test'}" in message
     assert f"carpet: no good images in {root / 'carpet' / 'test' / 'good'}" in message
@@ -337,9 +341,16 @@ def test_test_splits_without_both_classes_are_refused_before_any_training(tmp_pa
     assert CALLS == [] and not (tmp_path / "o").exists()
     # the categories that have both classes run
     res = reproduce.run_grid(
-        root, tmp_path / "o", categories=["tile"], variants=["scar"], seeds=[0], settings=TINY,
-        device="cpu", job=fake_job, progress=False,
-    )  # fmt: skip
+        root,
+        tmp_path / "o",
+        categories=["tile"],
+        variants=["scar"],
+        seeds=[0],
+        settings=TINY,
+        device="cpu",
+        job=fake_job,
+        progress=False,
+    )
     assert res.ran == 1 and CALLS == ["tile/scar/image/seed0"]
 
 
@@ -370,7 +381,7 @@ def test_plan_workers_one_process_per_visible_gpu(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setattr(
-        reproduce.config,
+        reproduce.workers.config,
         "resolve_device",
         lambda d: torch.device("cuda" if d in (None, "auto") else d),
     )
@@ -614,12 +625,19 @@ def test_cli_validates_flags(tmp_path, capsys):
     base = ["reproduce", "--data", str(root), "--out", str(tmp_path / "o")]
     for extra, message in (
         (["--patch-size", "16"], "--patch-size needs --patch"),
-        (["--patch", "--image-size", "32"], "--patch with --image-size 32 needs --patch-size <= 32"),
-        (["--patch", "--image-size", "32", "--patch-size", "48"],
-         "--patch-size 48 is larger than --image-size 32"),
-        (["--patch", "--patch-size", "300"],
-         "--patch-size 300 is larger than the paper preset's --image-size 256"),
-    ):  # fmt: skip
+        (
+            ["--patch", "--image-size", "32"],
+            "--patch with --image-size 32 needs --patch-size <= 32",
+        ),
+        (
+            ["--patch", "--image-size", "32", "--patch-size", "48"],
+            "--patch-size 48 is larger than --image-size 32",
+        ),
+        (
+            ["--patch", "--patch-size", "300"],
+            "--patch-size 300 is larger than the paper preset's --image-size 256",
+        ),
+    ):
         assert cli.main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"cutpaste reproduce: error: {message}")
@@ -683,8 +701,9 @@ def test_cli_forwards_compile_and_sizes_to_the_grid(tmp_path, monkeypatch):
             cli.main([*base, "--steps", "7", *extra])
         assert seen["settings"].compile is expected and seen["settings"].steps == 7
     (tmp_path / "x.csv").write_text("category\n")
-    code = cli.main(["reproduce", "--merge", str(tmp_path / "x.csv"), "--out", str(tmp_path / "m"),
-                     "--compile"])  # fmt: skip
+    code = cli.main(
+        ["reproduce", "--merge", str(tmp_path / "x.csv"), "--out", str(tmp_path / "m"), "--compile"]
+    )
     assert code == 2 and not (tmp_path / "m").exists()
 
 
@@ -701,9 +720,31 @@ def test_cli_forwards_the_grid_flags(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "run_grid", fake_run_grid)
     base = ["reproduce", "--data", str(root), "--out", str(tmp_path / "o"), "--device", "cpu"]
     with pytest.raises(SystemExit):
-        cli.main([*base, "--categories", "tile", "--variants", "scar", "--seed-list", "3", "7",
-                  "--shard", "1/2", "--workers", "2", "--patch", "--steps", "5", "--batch-size", "4",
-                  "--image-size", "96", "--patch-size", "32"])  # fmt: skip
+        cli.main(
+            [
+                *base,
+                "--categories",
+                "tile",
+                "--variants",
+                "scar",
+                "--seed-list",
+                "3",
+                "7",
+                "--shard",
+                "1/2",
+                "--workers",
+                "2",
+                "--patch",
+                "--steps",
+                "5",
+                "--batch-size",
+                "4",
+                "--image-size",
+                "96",
+                "--patch-size",
+                "32",
+            ]
+        )
     assert list(seen["categories"]) == ["tile"] and list(seen["variants"]) == ["scar"]
     assert list(seen["seeds"]) == [3, 7] and tuple(seen["shard"]) == (1, 2)
     assert seen["workers"] == 2 and seen["patch"]
@@ -768,9 +809,15 @@ def test_cli_merge_that_fails_on_the_tables_removes_what_it_wrote(tmp_path, caps
 
     root = make_root(tmp_path, ["leather"])
     res = reproduce.run_grid(
-        root, tmp_path / "a", variants=["3way"], seeds=[0, 1], settings=TINY, device="cpu",
-        job=fake_job, progress=False,
-    )  # fmt: skip
+        root,
+        tmp_path / "a",
+        variants=["3way"],
+        seeds=[0, 1],
+        settings=TINY,
+        device="cpu",
+        job=fake_job,
+        progress=False,
+    )
     (tmp_path / "a" / res.rows[0]["scores"]).write_bytes(b"garbage")  # the ensemble reads it
     out = tmp_path / "new" / "m"
     assert cli.main(["reproduce", "--merge", str(res.csv), "--out", str(out)]) == 2
@@ -826,7 +873,7 @@ def test_real_train_evaluate_localize_job_end_to_end(synthetic_root, tmp_path):
 
 
 def test_union_table5_only_compares_whole_groups():
-    rows = [r for c in reproduce.paper.TEXTURES for r in _rows(c, "union", [0.95, 0.97])]
+    rows = [r for c in paper.TEXTURES for r in _rows(c, "union", [0.95, 0.97])]
     rows += _rows("screw", "union", [0.90, 0.92], kind="object")
     md = reproduce.format_tables(rows).split("## Table 5")[1]
     assert _cells(md, "texture mean") == [
@@ -848,8 +895,11 @@ def test_figure_draws_paper_points_only_for_mvtec_results():
     rows = _rows("screw", "3way", [0.80, 0.84], kind="object") + _rows("carpet", "3way", [0.9, 0.9])
 
     def plotted(fig):  # the y values of every marker series, ours (with error bars) first
-        return [sorted(round(float(y), 6) for y in line.get_ydata()) for line in fig.axes[0].lines
-                if line.get_marker() in ("o", "D")]  # fmt: skip
+        return [
+            sorted(round(float(y), 6) for y in line.get_ydata())
+            for line in fig.axes[0].lines
+            if line.get_marker() in ("o", "D")
+        ]
 
     fig = plot_ours_vs_paper(rows, variant="3way")
     # ours: carpet 90 and screw 82 (mean of 80, 84); the paper's Table 1 values: 93.1 and 86.3

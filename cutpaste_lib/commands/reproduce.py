@@ -26,7 +26,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from cutpaste_lib.reproduce import VARIANTS
+    from cutpaste_lib.augment import VARIANTS
 
     p.add_argument(
         "--data",
@@ -135,7 +135,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--compile",
         action="store_true",
         help="torch.compile each model and its augmentation, replayed as CUDA graphs on a GPU "
-        "(H200: 8.7 ms per paper step instead of 16-23 ms; about a minute to compile per job)",
+        "(faster steps; each job first spends a while compiling)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -159,6 +159,7 @@ _GRID_FLAGS = (
 def run(args: argparse.Namespace) -> int:
     from cutpaste_lib import reproduce
     from cutpaste_lib.cli import UserError
+    from cutpaste_lib.errors import CutPasteError
 
     if args.merge:
         used = [f"--{f.replace('_', '-')}" for f in _GRID_FLAGS if getattr(args, f) is not None]
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except ValueError as exc:
-        if isinstance(exc, reproduce.CutPasteError):
+        if isinstance(exc, CutPasteError):
             raise
         raise UserError(str(exc)) from None
     suffix = "" if args.shard is None else f".shard-{args.shard[0]}-of-{args.shard[1]}"

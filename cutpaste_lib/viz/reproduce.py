@@ -20,11 +20,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cutpaste_lib import paper
-from cutpaste_lib.reproduce import Stat, summarize
+from cutpaste_lib.reproduce import VARIANT_TITLES, VARIANTS, Stat, summarize
 from cutpaste_lib.viz import common  # noqa: F401  (picks a headless backend when needed)
 
 _LABELS = {"image_auroc": "image AUROC (%)", "pixel_auroc": "pixel AUROC (%)", "aupro": "AUPRO (%)"}
-_TITLES = {"cutpaste": "CutPaste", "scar": "Scar", "union": "Union", "3way": "3-way"}
 
 
 def _order(categories: set[str]) -> list[str]:
@@ -100,7 +99,7 @@ def plot_ours_vs_paper(
     ax.set_ylim(max(0.0, min(50.0, low - 5)), 101)
     ax.axhline(50, color="k", lw=0.6, ls=":")
     note = "" if has_paper else " (no paper numbers: not MVTec AD)"
-    ax.set_title(f"{_TITLES.get(variant, variant)} {mode} model{note}", fontsize=10)
+    ax.set_title(f"{VARIANT_TITLES.get(variant, variant)} {mode} model{note}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
@@ -114,9 +113,7 @@ def plot_seed_spread(
     if not sel:
         raise ValueError(f"no {mode} results with {metric}")
     cats = _order({r["category"] for r in sel})
-    variants = [
-        v for v in ("cutpaste", "scar", "union", "3way") if any(r["variant"] == v for r in sel)
-    ]
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in sel)]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.65 * len(cats) + 1.5), 3.2))
     offsets = np.linspace(-0.25, 0.25, len(variants)) if len(variants) > 1 else [0.0]
     for off, v in zip(offsets, variants):
@@ -125,7 +122,7 @@ def plot_seed_spread(
             vals = [r[metric] * 100 for r in sel if r["category"] == c and r["variant"] == v]
             xs += [i + off] * len(vals)
             ys += vals
-        ax.scatter(xs, ys, s=14, label=_TITLES.get(v, v))
+        ax.scatter(xs, ys, s=14, label=VARIANT_TITLES.get(v, v))
     ax.set_xticks(np.arange(len(cats)), cats, rotation=45, ha="right")
     ax.set_ylabel(_LABELS.get(metric, metric))
     ax.set_title("spread over seeds (one dot per trained model)", fontsize=10)
