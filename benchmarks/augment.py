@@ -9,7 +9,8 @@ Usage:
     python benchmarks/augment.py [--device cpu|cuda] [--quick] [--no-step] [--compile]
 
 On CUDA (or with ``--compile``) it also times the batched version with its pixel stage under
-``torch.compile`` (``make_proxy_batch(..., compiled=True)``), after a warm-up that compiles.
+``torch.compile`` (``make_proxy_batch(..., compiled=ProxyCompiler.for_device(device))``), after
+a warm-up that compiles.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cutpaste_lib import augment  # noqa: E402
+from cutpaste_lib.augment.proxy_params import draw_proxy_params  # noqa: E402
 from cutpaste_lib.config import resolve_device  # noqa: E402
 
 
@@ -98,46 +100,56 @@ def main(argv: list[str] | None = None) -> int:
 
     sampler = torch.Generator().manual_seed(0)  # parameters drawn on the CPU, as training does
 
-    def batch(implementation: str, compiled: bool = False):
+    def batch(implementation: str, compiled: augment.ProxyCompiler | bool = False):
         def run():
             idx = torch.randint(0, cache.shape[0], (originals,), device=device, generator=g)
             images = cache[idx].float() / 255
             return augment.make_proxy_batch(
-                images, args.variant, generator=sampler, implementation=implementation,
+                images,
+                args.variant,
+                generator=sampler,
+                implementation=implementation,
                 compiled=compiled,
-            )  # fmt: skip
+            )
 
         return run
 
     k = augment.views_per_image(args.variant)
     rows = [("batched", timed(batch("batched"), device, repeats))]
     if args.compile or device.type == "cuda":
-        rows.append(("batched, torch.compile", timed(batch("batched", True), device, repeats,
-                                                     warmup=3)))  # fmt: skip
+        compiled = batch("batched", augment.ProxyCompiler.for_device(device))
+        rows.append(("batched, torch.compile", timed(compiled, device, repeats, warmup=3)))
     rows.append(("per_image", timed(batch("per_image"), device, max(1, repeats // 2))))
 
-    def draw():  # the CPU-side part of a batched batch: draw the parameters, pack and send them
+    def draw(host_arithmetic: bool = True):
+        """The CPU-side part of a batched batch: draw the parameters, pack and send them."""
         if device.type == "cuda":
             return augment.sample_proxy_params(
-                originals, (size, size), args.variant, generator=sampler, device=device
+                originals,
+                (size, size),
+                args.variant,
+                generator=sampler,
+                device=device,
+                host_arithmetic=host_arithmetic,
             )
         # images on the CPU need no copy, so sample_proxy_params skips the packing; time the
         # CPU work of the GPU path anyway (draw, then pack into one buffer per dtype)
-        draws, params = augment._draw_proxy_params(
-            originals, (size, size), args.variant, sampler, None, augment.WholeImageAug(),
-            "log_uniform",
-        )  # fmt: skip
-        draws.check()
+        _, params = draw_proxy_params(
+            originals,
+            (size, size),
+            args.variant,
+            generator=sampler,
+            patch_size=None,
+            whole_image_aug=augment.WholeImageAug(),
+            aspect_sampling="log_uniform",
+            host_arithmetic=host_arithmetic,
+        )
         return augment.move_params(params, device)
 
     draw_ms = timed(draw, device, max(repeats, 20), warmup=5)
     # baseline for the drawing: the same numbers with torch arithmetic on tiny tensors (what the
     # samplers did before their NumPy path; bit-identical results, tested)
-    augment._HOST_ARITHMETIC = False
-    try:
-        draw_torch_ms = timed(draw, device, max(repeats, 20), warmup=5)
-    finally:
-        augment._HOST_ARITHMETIC = True
+    draw_torch_ms = timed(lambda: draw(host_arithmetic=False), device, max(repeats, 20), warmup=5)
     step_ms = None
     if not args.no_step:
         # CPU steps are slow: one warm-up and one timed step are enough to see the ratio

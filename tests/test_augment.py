@@ -11,6 +11,10 @@ import torchvision.transforms.functional as TF
 from scipy import stats
 
 from cutpaste_lib import augment as A
+from cutpaste_lib.augment import proxy_params
+from cutpaste_lib.augment.batched_paste import paste_windows
+from cutpaste_lib.augment.draws import Draws, draw, map_arrays
+from cutpaste_lib.augment.geometry import half_extents
 
 
 def gen(seed: int, device: str = "cpu") -> torch.Generator:
@@ -70,8 +74,9 @@ def test_block_jitter_uses_each_patch_mean_and_ignores_padding():
 
 def test_batched_jitter_without_hue_promise_equals_full_computation():
     x = textures(8, 9, 11, seed=3)
-    factors, order = A.sample_jitter(8, generator=gen(2), brightness=0.3, contrast=0.3,
-                                     saturation=0.3, hue=0.0)  # fmt: skip
+    factors, order = A.sample_jitter(
+        8, generator=gen(2), brightness=0.3, contrast=0.3, saturation=0.3, hue=0.0
+    )
     a = A.jitter_batched(x, factors, order, hue=False)
     b = A.jitter_batched(x, factors, order)
     assert torch.equal(a, b)
@@ -80,15 +85,18 @@ def test_batched_jitter_without_hue_promise_equals_full_computation():
 @pytest.mark.parametrize("mags", [(0.1, 0.1, 0.1, 0.1), (0.4, 0.0, 0.3, 0.5), (1.5, 0.2, 0.0, 0.0)])
 def test_jitter_factors_are_the_bounds_applied_column_by_column(mags):
     """The CPU path (two whole-tensor ops) gives bit for bit the per-column arithmetic."""
-    f, _ = A.sample_jitter(37, generator=gen(11), brightness=mags[0], contrast=mags[1],
-                           saturation=mags[2], hue=mags[3])  # fmt: skip
+    f, _ = A.sample_jitter(
+        37, generator=gen(11), brightness=mags[0], contrast=mags[1], saturation=mags[2], hue=mags[3]
+    )
     u = torch.rand((37, 4), generator=gen(11))
     low = (max(0.0, 1 - mags[0]), max(0.0, 1 - mags[1]), max(0.0, 1 - mags[2]), -mags[3])
     high = (1 + mags[0], 1 + mags[1], 1 + mags[2], mags[3])
     ref = torch.stack([lo + (hi - lo) * u[:, k] for k, (lo, hi) in enumerate(zip(low, high))], 1)
     assert torch.equal(f, ref)
-    assert torch.equal(f[:, [m == 0 for m in mags]], ref.new_tensor(
-        [[v for v, m in zip((1.0, 1.0, 1.0, 0.0), mags) if m == 0]]).expand(37, -1))  # fmt: skip
+    assert torch.equal(
+        f[:, [m == 0 for m in mags]],
+        ref.new_tensor([[v for v, m in zip((1.0, 1.0, 1.0, 0.0), mags) if m == 0]]).expand(37, -1),
+    )
 
 
 def test_jitter_order_matters_and_is_a_permutation():
@@ -367,7 +375,7 @@ def test_num_classes_and_variants():
 
 def _windows(p, size):
     """The (sh, sw) windows the batched kernel scans, from the data (the reference)."""
-    _, _, inside, P = A._paste_windows(p, size, None)
+    _, _, inside, P = paste_windows(p, size, None)
     return P, inside
 
 
@@ -388,8 +396,9 @@ def test_window_bound_covers_every_scar_draw(scale):
     size = (256, 256)
     p = A.sample_scar_params(4000, size, generator=gen(21), scale=scale)
     needed, _ = _windows(p, size)
-    bound = A.paste_window_bound(size, scar_width=A.SCAR_WIDTH, scar_length=A.SCAR_LENGTH,
-                                 scale=scale)  # fmt: skip
+    bound = A.paste_window_bound(
+        size, scar_width=A.SCAR_WIDTH, scar_length=A.SCAR_LENGTH, scale=scale
+    )
     assert needed <= bound <= 2.0 * needed
 
 
@@ -397,8 +406,13 @@ def test_fixed_bound_gives_the_same_pixels_and_a_too_small_one_is_refused():
     x = textures(8, 64, 64, seed=22)
     p = A.sample_scar_params(8, (64, 64), generator=gen(23), scale=1.0)
     a = A.paste_batched(x, p)
-    b = A.paste_batched(x, p, max_pixels=A.paste_window_bound(
-        (64, 64), scar_width=A.SCAR_WIDTH, scar_length=A.SCAR_LENGTH))  # fmt: skip
+    b = A.paste_batched(
+        x,
+        p,
+        max_pixels=A.paste_window_bound(
+            (64, 64), scar_width=A.SCAR_WIDTH, scar_length=A.SCAR_LENGTH
+        ),
+    )
     assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
     with pytest.raises(ValueError, match="max_pixels=4"):
         A.paste_batched(x, p, max_pixels=4)
@@ -438,7 +452,7 @@ def test_move_params_keeps_structure_values_and_none():
     r = A.move_params(p._replace(whole=None, crop=None), torch.device("cpu"))
     assert r.whole is None and r.crop is None
     # NumPy leaves (the CPU samplers' own arrays) are packed the same way, into tensors
-    s = A.move_params(A._map_arrays(p, lambda t: t.numpy()), torch.device("cpu"))
+    s = A.move_params(map_arrays(p, lambda t: t.numpy()), torch.device("cpu"))
     assert type(s) is A.ProxyParams and all(isinstance(t, torch.Tensor) for t in _leaves(s))
     _assert_same_draws(p, s)
 
@@ -452,7 +466,7 @@ def test_parameters_asked_for_another_device_are_the_same_numbers(monkeypatch, v
     b = A.move_params(
         A.sample_proxy_params(6, (64, 64), variant, generator=g2, patch_size=32), "cpu"
     )
-    monkeypatch.setattr(A, "_same_device", lambda a, b: False)
+    monkeypatch.setattr(proxy_params, "_same_device", lambda a, b: False)
     a = A.sample_proxy_params(6, (64, 64), variant, generator=g1, patch_size=32, device="cpu")
     _assert_same_draws(a, b)
     assert torch.equal(g1.get_state(), g2.get_state())
@@ -474,32 +488,41 @@ def _assert_same_draws(a, b):
         assert (x is None and y is None) or (x.dtype == y.dtype and torch.equal(x, y))
 
 
-def _both_backends(monkeypatch, sample):
-    """``sample(generator)`` with NumPy arithmetic on one draw, then torch arithmetic piece by
-    piece (the path of GPU generators), each from seed 77; also the generators' final states."""
+def _both_backends(sample):
+    """``sample(generator, host_arithmetic)`` with NumPy arithmetic on one draw, then torch
+    arithmetic piece by piece (the path of GPU generators), each from seed 77; also the
+    generators' final states."""
     out = []
     for host in (True, False):
-        monkeypatch.setattr(A, "_HOST_ARITHMETIC", host)
         g = gen(77)
-        out.append((sample(g), g.get_state()))
+        out.append((sample(g, host), g.get_state()))
     return out
 
 
 @pytest.mark.parametrize("variant", A.VARIANTS)
 @pytest.mark.parametrize(
     "size,patch_size,sampling",
-    [((256, 256), None, "log_uniform"), ((40, 200), None, "two_interval"), ((96, 128), 32, "log_uniform")],
-)  # fmt: skip
+    [
+        ((256, 256), None, "log_uniform"),
+        ((40, 200), None, "two_interval"),
+        ((96, 128), 32, "log_uniform"),
+    ],
+)
 def test_cpu_draws_give_the_same_parameters_with_numpy_or_torch_arithmetic(
-    monkeypatch, variant, size, patch_size, sampling
+    variant, size, patch_size, sampling
 ):
     """CPU training draws a batch's numbers with one torch.rand and does the arithmetic in NumPy;
     that must equal, bit for bit and in the generator state it leaves, a torch.rand per piece and
     torch arithmetic (what a GPU generator runs), or seeds would mean two different things."""
     (p, state_p), (q, state_q) = _both_backends(
-        monkeypatch,
-        lambda g: A.sample_proxy_params(
-            33, size, variant, generator=g, patch_size=patch_size, aspect_sampling=sampling
+        lambda g, host: A.sample_proxy_params(
+            33,
+            size,
+            variant,
+            generator=g,
+            patch_size=patch_size,
+            aspect_sampling=sampling,
+            host_arithmetic=host,
         ),
     )
     _assert_same_draws(p, q)
@@ -509,32 +532,56 @@ def test_cpu_draws_give_the_same_parameters_with_numpy_or_torch_arithmetic(
 @pytest.mark.parametrize(
     "sample",
     [
-        lambda g: A.sample_cutpaste_params(
-            50, (37, 91), generator=g, aspect_sampling="two_interval"
+        lambda g, host: A.sample_cutpaste_params(
+            50, (37, 91), generator=g, aspect_sampling="two_interval", host_arithmetic=host
         ),
-        lambda g: A.sample_scar_params(50, (64, 48), generator=g, scale=0.7, jitter=0.3),
-        lambda g: A.sample_jitter(50, generator=g, brightness=0.5, contrast=0.0, hue=0.2),
-        lambda g: A.sample_aspect((7, 9), generator=g),
-        lambda g: A.sample_crop(50, (64, 80), 24, generator=g),
-        lambda g: A.WholeImageAug(translate=0.2, hue=0.1).sample(50, (64, 80), generator=g),
+        lambda g, host: A.sample_scar_params(
+            50, (64, 48), generator=g, scale=0.7, jitter=0.3, host_arithmetic=host
+        ),
+        lambda g, host: A.sample_jitter(
+            50, generator=g, brightness=0.5, contrast=0.0, hue=0.2, host_arithmetic=host
+        ),
+        lambda g, host: A.sample_aspect((7, 9), generator=g, host_arithmetic=host),
+        lambda g, host: A.sample_crop(50, (64, 80), 24, generator=g, host_arithmetic=host),
+        lambda g, host: A.WholeImageAug(translate=0.2, hue=0.1).sample(
+            50, (64, 80), generator=g, host_arithmetic=host
+        ),
     ],
     ids=["cutpaste", "scar", "jitter", "aspect", "crop", "whole"],
 )
-def test_each_public_sampler_is_the_same_with_numpy_or_torch_arithmetic(monkeypatch, sample):
-    (p, state_p), (q, state_q) = _both_backends(monkeypatch, sample)
+def test_each_public_sampler_is_the_same_with_numpy_or_torch_arithmetic(sample):
+    (p, state_p), (q, state_q) = _both_backends(sample)
     _assert_same_draws(p, q)
     assert torch.equal(state_p, state_q)
 
 
-def test_a_sampler_that_draws_other_than_it_announced_is_stopped():
-    """The one-draw path needs each sampler's count up front: a wrong count would silently
-    shift every later number of the seed, so it is an error instead."""
-    draw = A._Uniforms(gen(0), 10)
-    draw(2, 3)
-    with pytest.raises(AssertionError, match="drew 6 numbers, announced 10"):
-        draw.finish(None)
-    with pytest.raises(AssertionError, match="more than the 10"):
-        draw(5)
+def test_host_arithmetic_is_an_argument_and_gives_the_same_proxy_batch():
+    """No module switch: the caller picks the arithmetic per call, and the pixels do not change."""
+    x = textures(4, 48, 48, seed=3)
+    a = A.make_proxy_batch(x, "3way", generator=gen(12), patch_size=32)
+    b = A.make_proxy_batch(x, "3way", generator=gen(12), patch_size=32, host_arithmetic=False)
+    for s, t in zip(a, b, strict=True):
+        assert torch.equal(s, t)
+
+
+def test_draws_count_what_the_body_reads_in_declaration_order():
+    """A sampler's budget is its declaration: one draw of ``count`` numbers, sliced piece by
+    piece in order (nested and ``within`` pieces included), equals a torch.rand per piece."""
+    layout = Draws(a=(3,), inner=Draws(b=(), c=(2,)).within(4), d=())
+    assert [s for s in layout.shapes((5,))] == [(5, 3), (5, 4), (5, 4, 2), (5,)]
+    assert layout.count((5,)) == 15 + 20 + 40 + 5
+    one, pieces = draw(gen(0), layout, (5,)), draw(gen(0), layout, (5,), host_arithmetic=False)
+    flat = torch.rand(layout.count((5,)), generator=gen(0))
+    assert np.array_equal(one.a, flat[:15].view(5, 3).numpy())
+    for x, y in (
+        (one.a, pieces.a),
+        (one.inner.b, pieces.inner.b),
+        (one.inner.c, pieces.inner.c),
+        (one.d, pieces.d),
+    ):
+        assert torch.equal(torch.from_numpy(x), y)
+    with pytest.raises(AttributeError, match="no piece 'e'"):
+        _ = one.e
 
 
 @pytest.mark.gpu
@@ -645,7 +692,7 @@ def test_cutpaste_cut_and_paste_corners_are_uniform_and_independent():
 def test_scar_paste_centre_is_uniform_over_the_positions_that_fit():
     H, W = 96, 160
     q = A.sample_scar_params(4000, (H, W), generator=torch.Generator().manual_seed(22))
-    ey, ex = (t.numpy() for t in A._half_extents(q.height, q.width, q.angle))
+    ey, ex = (t.numpy() for t in half_extents(q.height, q.width, q.angle))
     for centre, ext, size in ((q.dst_y.numpy(), ey, H), (q.dst_x.numpy(), ex, W)):
         u = (centre - ext) / (size - 2 * ext)
         assert u.min() >= 0 and u.max() <= 1
