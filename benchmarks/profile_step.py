@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -26,6 +27,7 @@ from cutpaste_lib.augment import make_proxy_batch  # noqa: E402
 from cutpaste_lib.config import resolve_device  # noqa: E402
 from cutpaste_lib.data import normalize  # noqa: E402
 from cutpaste_lib.model import CutPasteModel  # noqa: E402
+from cutpaste_lib.precision import compute_precision  # noqa: E402
 from cutpaste_lib.train import TrainConfig, optimization_step, sample_originals  # noqa: E402
 
 BLOCKING = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
@@ -61,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     size, b = args.image_size, args.batch_size
     config = TrainConfig(batch_size=b, image_size=size, device=str(device), compile=args.compile)
     torch.manual_seed(0)
-    model = CutPasteModel(**config.model_config()).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
+    precision = compute_precision(device)  # as train(): bf16 + channels_last on CUDA
+    model = CutPasteModel(**config.model_config()).to(
+        device, memory_format=precision.module_format()
+    )
     model_fn = torch.compile(model) if args.compile else model
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=3e-5)
     g = torch.Generator(device=device).manual_seed(0)
@@ -71,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         0, 256, (256, 3, size, size), dtype=torch.uint8, device=device, generator=g
     )
     labels = torch.arange(3, device=device).repeat_interleave(b)
-    x_fixed = torch.randn(3 * b, 3, size, size, device=device)
-    if cuda:
-        x_fixed = x_fixed.contiguous(memory_format=torch.channels_last)
+    x_fixed = precision.prepare(torch.randn(3 * b, 3, size, size, device=device))
     torch.backends.cudnn.benchmark = cuda
 
     def make_aug(sampler: torch.Generator, compiled: bool | str):
@@ -86,39 +87,41 @@ def main(argv: list[str] | None = None) -> int:
     def make_full(aug):
         def full():
             batch = aug()
-            x = normalize(batch.images)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            optimization_step(model_fn, opt, x, batch.labels, amp=cuda)
+            x = precision.prepare(normalize(batch.images))
+            optimization_step(model_fn, opt, x, batch.labels, amp=precision.bf16)
 
         return full
 
     def model_only():
-        optimization_step(model_fn, opt, x_fixed, labels, amp=cuda)
+        optimization_step(model_fn, opt, x_fixed, labels, amp=precision.bf16)
 
     def full_no_aug():
         originals = sample_originals(cache, b, generator=g)
-        x = normalize(originals.repeat(3, 1, 1, 1))
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        optimization_step(model_fn, opt, x, labels, amp=cuda)
+        x = precision.prepare(normalize(originals.repeat(3, 1, 1, 1)))
+        optimization_step(model_fn, opt, x, labels, amp=precision.bf16)
 
     cpu_gen = torch.Generator().manual_seed(0)
-    variants = {"params drawn on the device, eager": (g, False),
-                "params drawn on the CPU, eager (default)": (cpu_gen, False)}  # fmt: skip
+    variants = {
+        "params drawn on the device, eager": (g, False),
+        "params drawn on the CPU, eager (default)": (cpu_gen, False),
+    }
     if cuda or args.compile:
         variants["params drawn on the CPU, compiled, no CUDA graph"] = (cpu_gen, "default")
     if cuda:
         variants["params drawn on the CPU, compiled + CUDA graph (--compile)"] = (cpu_gen, True)
-    stages = {"model step only (ceiling)": model_only,
-              "full step without augmentation": full_no_aug}  # fmt: skip
+    stages = {
+        "model step only (ceiling)": model_only,
+        "full step without augmentation": full_no_aug,
+    }
     for name, (sampler, compiled) in variants.items():
         aug = make_aug(sampler, compiled)
         stages[f"augment: {name}"] = aug
         stages[f"full step: {name}"] = make_full(aug)
-    print(f"# step profile: 3-way, {b} originals, {size} px, model "
-          f"{'compiled' if args.compile else 'eager'}, {torch.cuda.get_device_name(device) if cuda else 'cpu'}, "
-          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")  # fmt: skip
+    print(
+        f"# step profile: 3-way, {b} originals, {size} px, model "
+        f"{'compiled' if args.compile else 'eager'}, {torch.cuda.get_device_name(device) if cuda else 'cpu'}, "
+        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
+    )
     print("| stage | CPU enqueue ms / call | wall ms / call |")
     print("|---|---:|---:|")
     for name, fn in stages.items():
@@ -129,8 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     full = stages["full step: params drawn on the CPU, eager (default)"]
 
     if cuda:
-        from torch.profiler import ProfilerActivity, profile
-
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             for _ in range(3):
                 full()
@@ -142,9 +143,19 @@ def main(argv: list[str] | None = None) -> int:
                 blocking[e.name] = blocking.get(e.name, 0) + 1
         kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
         gpu_ms = sum(e.device_time for e in kernels) / 1e3 / 3  # device_time is in microseconds
-        launches = sum(1 for e in events if e.name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")) / 3  # fmt: skip
-        print(f"\nprofiled full steps: kernels {len(kernels) / 3:.0f} per step, launches {launches:.0f}, "
-              f"GPU busy {gpu_ms:.2f} ms per step; blocking runtime calls: {blocking or 'none'}")  # fmt: skip
+        launches = (
+            sum(
+                1
+                for e in events
+                if e.name
+                in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
+            )
+            / 3
+        )
+        print(
+            f"\nprofiled full steps: kernels {len(kernels) / 3:.0f} per step, launches {launches:.0f}, "
+            f"GPU busy {gpu_ms:.2f} ms per step; blocking runtime calls: {blocking or 'none'}"
+        )
         table = prof.key_averages().table(
             sort_by="self_cuda_time_total", row_limit=18, max_name_column_width=60
         )

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cutpaste_lib.augment import VARIANTS  # noqa: E402
 from cutpaste_lib.config import compile_mode, resolve_device  # noqa: E402
 from cutpaste_lib.model import CutPasteModel  # noqa: E402
+from cutpaste_lib.precision import compute_precision  # noqa: E402
 from cutpaste_lib.train import (  # noqa: E402
     TrainConfig,
     compile_model,
@@ -67,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the model and the augmentation"
     )
-    parser.add_argument("--compile-mode", default=None,
-                        help="torch.compile mode of the model (default: as training, i.e. "
-                             "reduce-overhead on CUDA)")  # fmt: skip
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode of the model (default: as training, i.e. reduce-overhead on CUDA)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     args = parser.parse_args(argv)
     try:
@@ -84,25 +87,39 @@ def main(argv: list[str] | None = None) -> int:
     steps_per_block = (5 if args.quick else 25) if cuda else (2 if args.quick else 4)
     blocks = 3 if args.quick else 5
 
-    config = TrainConfig(variant=args.variant, encoder=args.encoder, batch_size=originals,
-                         image_size=size, device=str(device), compile=args.compile)  # fmt: skip
+    config = TrainConfig(
+        variant=args.variant,
+        encoder=args.encoder,
+        batch_size=originals,
+        image_size=size,
+        device=str(device),
+        compile=args.compile,
+    )
     torch.manual_seed(0)
     model = CutPasteModel(encoder=args.encoder, num_classes=config.num_classes)
-    model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format).train()
+    precision = compute_precision(device)  # as train(): bf16 + channels_last on CUDA
+    model.to(device, memory_format=precision.module_format()).train()
     model_fn = model
     if args.compile:
-        model_fn = (compile_model(model, device) if args.compile_mode is None
-                    else torch.compile(model, mode=args.compile_mode))  # fmt: skip
+        model_fn = (
+            compile_model(model, device)
+            if args.compile_mode is None
+            else torch.compile(model, mode=args.compile_mode)
+        )
     mode = args.compile_mode or compile_mode(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=3e-5)
     generator = torch.Generator(device=device).manual_seed(0)
-    cache = torch.randint(0, 256, (args.cache_images, 3, size, size), dtype=torch.uint8,
-                          device=device, generator=generator)  # fmt: skip
+    cache = torch.randint(
+        0,
+        256,
+        (args.cache_images, 3, size, size),
+        dtype=torch.uint8,
+        device=device,
+        generator=generator,
+    )
 
     n = config.inputs_per_step
-    x = torch.randn(n, 3, size, size, device=device, generator=generator)
-    if cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = precision.prepare(torch.randn(n, 3, size, size, device=device, generator=generator))
     labels = torch.randint(0, config.num_classes, (n,), device=device, generator=generator)
 
     sampler = torch.Generator().manual_seed(0)  # parameters drawn on the CPU, as train() does
@@ -111,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         proxy_step(model_fn, optimizer, cache, config, generator=sampler)
 
     def model_only():
-        optimization_step(model_fn, optimizer, x, labels, amp=cuda)
+        optimization_step(model_fn, optimizer, x, labels, amp=precision.bf16)
 
     for fn in (full, model_only):  # warm-up: cuDNN autotuning, compilation, allocator
         block_time(fn, 3 if cuda else 1, device)
@@ -124,17 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     model_ms = statistics.median(model_t) / steps_per_block * 1e3
 
     name = torch.cuda.get_device_name(device) if cuda else (platform.processor() or "cpu")
-    precision = "bf16 autocast + channels_last" if cuda else "fp32"
-    print(f"# training throughput: {config.variant}, {args.encoder}, {originals} originals -> {n} "
-          f"classifier inputs per step, {size} px, {precision}{f', compiled ({mode})' if args.compile else ''}")  # fmt: skip
-    print(f"device: {device} ({name}), threads: {torch.get_num_threads()}, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; median of {blocks} blocks of "
-          f"{steps_per_block} steps")  # fmt: skip
+    arithmetic = "bf16 autocast + channels_last" if precision.bf16 else "fp32"
+    print(
+        f"# training throughput: {config.variant}, {args.encoder}, {originals} originals -> {n} "
+        f"classifier inputs per step, {size} px, {arithmetic}{f', compiled ({mode})' if args.compile else ''}"
+    )
+    print(
+        f"device: {device} ({name}), threads: {torch.get_num_threads()}, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; median of {blocks} blocks of "
+        f"{steps_per_block} steps"
+    )
     print()
     print("| step | ms / step | images / s | vs ceiling | 65,536 steps |")
     print("|---|---:|---:|---:|---:|")
-    for label, ms in (("(a) full: cache -> augment -> fwd/bwd/SGD", full_ms),
-                      ("(b) model only, resident tensors (ceiling)", model_ms)):  # fmt: skip
+    for label, ms in (
+        ("(a) full: cache -> augment -> fwd/bwd/SGD", full_ms),
+        ("(b) model only, resident tensors (ceiling)", model_ms),
+    ):
         hours = PAPER_STEPS * ms / 1e3 / 3600
         wall = f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.2f} h"
         print(f"| {label} | {ms:.1f} | {n / ms * 1e3:.0f} | {model_ms / ms:.2f} | {wall} |")
@@ -143,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     if cuda and originals == 32 and size == 256:
         minutes = PAPER_STEPS * full_ms / 1e3 / 60
         ok = ratio >= 0.9 and minutes <= 15
-        print(f"targets (ratio >= 0.9, <= 15 min per category): {'met' if ok else 'NOT met'} "
-              f"({ratio:.2f}, {minutes:.1f} min)")  # fmt: skip
+        print(
+            f"targets (ratio >= 0.9, <= 15 min per category): {'met' if ok else 'NOT met'} "
+            f"({ratio:.2f}, {minutes:.1f} min)"
+        )
     return 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import pickle
 import signal
 import threading
@@ -33,28 +35,45 @@ from cutpaste_lib.train import (
     sample_originals,
     train,
 )
+from cutpaste_lib.train import loop as train_loop
+from cutpaste_lib.train.determinism import CUBLAS_WORKSPACE_ENV, deterministic_mode
 
 
 def tiny_cache(n: int = 6, size: int = 32, category: str = "toy") -> ImageCache:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-    return ImageCache(images=images, masks=None, labels=torch.zeros(n, dtype=torch.long),
-                      defects=["good"] * n, paths=[None] * n, category=category, split="train")  # fmt: skip
+    return ImageCache(
+        images=images,
+        masks=None,
+        labels=torch.zeros(n, dtype=torch.long),
+        defects=["good"] * n,
+        paths=[None] * n,
+        category=category,
+        split="train",
+    )
 
 
 def tiny_config(**kw) -> TrainConfig:
     # shufflenet: the cheapest torchvision encoder with batch norm (resnet18 where its names matter)
-    base = dict(encoder="shufflenet_v2_x0_5", steps=4, batch_size=2, image_size=32, device="cpu", log_every=1, checkpoint_every=100,
-                head_depth=2, head_width=64, embedding_dim=16)  # fmt: skip
+    base = dict(
+        encoder="shufflenet_v2_x0_5",
+        steps=4,
+        batch_size=2,
+        image_size=32,
+        device="cpu",
+        log_every=1,
+        checkpoint_every=100,
+        head_depth=2,
+        head_width=64,
+        embedding_dim=16,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def signal_during_step(monkeypatch, step: int, *signums: int) -> None:
     """Deliver ``signums`` to this process, in order, at the end of update ``step`` (1-based)."""
-    import cutpaste_lib.train as train_module
-
-    real, calls = train_module.proxy_step, []
+    real, calls = train_loop.proxy_step, []
 
     def proxy_step(*args, **kwargs):
         out = real(*args, **kwargs)
@@ -64,7 +83,19 @@ def signal_during_step(monkeypatch, step: int, *signums: int) -> None:
                 signal.raise_signal(signum)
         return out
 
-    monkeypatch.setattr(train_module, "proxy_step", proxy_step)
+    monkeypatch.setattr(train_loop, "proxy_step", proxy_step)  # where train() looks it up
+
+
+@pytest.fixture
+def sigint_default():
+    """SIGINT raises ``KeyboardInterrupt`` during the test, whatever pytest inherited.
+
+    A shell starts a background job (``make test &``) with SIGINT ignored (SIG_IGN), and training
+    leaves an ignored signal ignored, so the Ctrl-C tests set the disposition they rely on and put
+    the inherited one back after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture
@@ -93,10 +124,15 @@ def test_defaults_are_the_papers():
 
 @pytest.mark.parametrize(
     ("kw", "match"),
-    [({"variant": "4way"}, "variant"), ({"steps": 0}, "steps"), ({"lr": float("nan")}, "lr"),
-     ({"patch_size": 512}, "patch_size"), ({"encoder": "resnet19"}, "unknown encoder"),
-     ({"protocol": "transfer"}, "pretrained=True or weights")],
-)  # fmt: skip
+    [
+        ({"variant": "4way"}, "variant"),
+        ({"steps": 0}, "steps"),
+        ({"lr": float("nan")}, "lr"),
+        ({"patch_size": 512}, "patch_size"),
+        ({"encoder": "resnet19"}, "unknown encoder"),
+        ({"protocol": "transfer"}, "pretrained=True or weights"),
+    ],
+)
 def test_bad_config_values_are_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)
@@ -159,8 +195,9 @@ def test_resume_continues_bit_for_bit(tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_checkpoints_the_step_and_resumes_bit_for_bit(tmp_path, monkeypatch, sigterm_guard,
-                                                              signum):  # fmt: skip
+def test_signal_checkpoints_the_step_and_resumes_bit_for_bit(
+    tmp_path, monkeypatch, sigint_default, sigterm_guard, signum
+):
     """A first SIGINT/SIGTERM finishes the step, checkpoints it like a periodic checkpoint and
     stops; resuming gives exactly the uninterrupted run's weights and history."""
     cache, config = tiny_cache(), tiny_config(steps=4)
@@ -189,7 +226,7 @@ def test_signal_checkpoints_the_step_and_resumes_bit_for_bit(tmp_path, monkeypat
     assert {s: signal.getsignal(s) for s in before} == before
 
 
-def test_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch):
+def test_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch, sigint_default):
     previous = signal.getsignal(signal.SIGINT)
     signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt) as info:
@@ -199,11 +236,65 @@ def test_second_ctrl_c_interrupts_at_once(tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is previous
 
 
-def test_without_out_dir_ctrl_c_keeps_its_usual_effect(monkeypatch):
+def test_without_out_dir_ctrl_c_keeps_its_usual_effect(monkeypatch, sigint_default):
     signal_during_step(monkeypatch, 1, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt) as info:
         train(tiny_config(steps=3), tiny_cache(), progress=False)
     assert type(info.value) is KeyboardInterrupt
+
+
+def test_an_ignored_ctrl_c_stays_ignored(tmp_path, monkeypatch):
+    """SIGINT set to SIG_IGN (a background job): training installs nothing for it and finishes."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        signal_during_step(monkeypatch, 2, signal.SIGINT)
+        result = train(tiny_config(steps=4), tiny_cache(), out_dir=tmp_path, progress=False)
+        assert result.history["step"] == [1, 2, 3, 4]
+        assert read_checkpoint(result.checkpoint)["step"] == 4
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _determinism_flags() -> tuple:
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+
+
+@pytest.mark.parametrize("env_before", [None, ":16:8"], ids=["unset", "set"])
+@pytest.mark.parametrize("raises", [False, True], ids=["returns", "raises"])
+@pytest.mark.parametrize("enabled", [True, False], ids=["on", "off"])
+def test_deterministic_mode_restores_what_it_sets(monkeypatch, env_before, raises, enabled):
+    """The environment variable and torch's flags are as before the block, also after an error."""
+    if env_before is None:
+        monkeypatch.delenv(CUBLAS_WORKSPACE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(CUBLAS_WORKSPACE_ENV, env_before)
+    saved = _determinism_flags()
+    try:
+        # a non-default state, so that "restored" is not "reset to the defaults"
+        torch.use_deterministic_algorithms(False, warn_only=False)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
+        before = _determinism_flags()
+        with pytest.raises(RuntimeError, match="body") if raises else contextlib.nullcontext():
+            with deterministic_mode(enabled, torch.device("cpu")):
+                inside = (_determinism_flags(), os.environ.get(CUBLAS_WORKSPACE_ENV))
+                if raises:
+                    raise RuntimeError("body")
+        if enabled:
+            assert inside == ((True, True, False, True), env_before or ":4096:8")
+        else:
+            assert inside == ((False, False, False, False), env_before)  # CPU: no cuDNN autotuning
+        assert _determinism_flags() == before
+        assert os.environ.get(CUBLAS_WORKSPACE_ENV) == env_before
+        assert (CUBLAS_WORKSPACE_ENV in os.environ) == (env_before is not None)
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2:]
 
 
 def test_training_outside_the_main_thread_installs_no_handlers(tmp_path):
@@ -289,8 +380,10 @@ def test_incompatible_foreign_and_corrupt_checkpoints_are_errors(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(text)
     message = str(info.value)
-    assert message == (f"cannot read checkpoint {text}: not a PyTorch checkpoint/state dict "
-                       "(file is corrupt or of another kind)")  # fmt: skip
+    assert message == (
+        f"cannot read checkpoint {text}: not a PyTorch checkpoint/state dict "
+        "(file is corrupt or of another kind)"
+    )
     with pytest.raises(ValueError, match="resume=True continues .* overwrite=True replaces"):
         train(tiny_config(steps=1), cache, out_dir=tmp_path, resume=True, overwrite=True)
 
@@ -330,8 +423,13 @@ def test_figures_plot_the_numbers_they_are_given():
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["normal", "CutPaste", "Scar"]
     schedule = lr_schedule(TrainConfig(steps=10))
     np.testing.assert_array_equal(plot_lr_schedule(schedule).axes[0].lines[0].get_ydata(), schedule)
-    history = {"step": [1, 2], "loss": [1.1, 0.9], "accuracy": [0.3, 0.5], "lr": [0.1, 0.05],
-               "images_per_s": [5.0, 6.0]}  # fmt: skip
+    history = {
+        "step": [1, 2],
+        "loss": [1.1, 0.9],
+        "accuracy": [0.3, 0.5],
+        "lr": [0.1, 0.05],
+        "images_per_s": [5.0, 6.0],
+    }
     fig = plot_history(history, chance=1 / 3)
     assert list(fig.axes[0].lines[0].get_ydata()) == [1.1, 0.9]
     assert list(fig.axes[1].lines[0].get_ydata()) == [0.3, 0.5]
@@ -343,9 +441,14 @@ def test_transfer_protocol_freezes_encoder_then_its_batchnorm(tmp_path):
     weights = tmp_path / "imagenet.pth"
     torch.save(torchvision.models.resnet18().state_dict(), weights)
     start = torch.load(weights, weights_only=True)
-    config = tiny_config(steps=2, encoder="resnet18", weights=str(weights), protocol="transfer",
-                         warmup_steps=1,
-                         checkpoint_every=1)  # fmt: skip
+    config = tiny_config(
+        steps=2,
+        encoder="resnet18",
+        weights=str(weights),
+        protocol="transfer",
+        warmup_steps=1,
+        checkpoint_every=1,
+    )
     cache = tiny_cache()
     warm = train(config, cache, out_dir=tmp_path / "run", progress=False, stop_at_step=1)
     enc = {k: v for k, v in warm.model.encoder.state_dict().items()}
@@ -385,9 +488,30 @@ def test_proxy_confusion_matches_sklearn():
 # ====== CLI ======
 def test_cli_trains_and_writes_the_output_folder(synthetic_root, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "--data", str(synthetic_root), "--category", "synth_grid", "--steps", "3",
-            "--batch-size", "2", "--image-size", "32", "--device", "cpu", "--out", str(out),
-            "--log-every", "1", "--variant", "scar", "--no-progress", "--encoder", "shufflenet_v2_x0_5"]  # fmt: skip
+    argv = [
+        "train",
+        "--data",
+        str(synthetic_root),
+        "--category",
+        "synth_grid",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--log-every",
+        "1",
+        "--variant",
+        "scar",
+        "--no-progress",
+        "--encoder",
+        "shufflenet_v2_x0_5",
+    ]
     assert cli.main(argv) == 0
     assert (out / "checkpoint.pt").is_file() and (out / "config.json").is_file()
     assert any((out / "tb").iterdir())
@@ -403,12 +527,17 @@ def test_cli_trains_and_writes_the_output_folder(synthetic_root, tmp_path, capsy
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--encoder", "resnet19"], "unknown encoder 'resnet19'"),
-     (["--pretrained", "--weights", str(REPO_ROOT / "pyproject.toml")], "not allowed with argument"),
-     (["--steps", "0"], "expected a positive integer"),
-     (["--variant", "4way"], "invalid choice"),
-     (["--lr", "-1"], "expected a positive finite number")],
-)  # fmt: skip
+    [
+        (["--encoder", "resnet19"], "unknown encoder 'resnet19'"),
+        (
+            ["--pretrained", "--weights", str(REPO_ROOT / "pyproject.toml")],
+            "not allowed with argument",
+        ),
+        (["--steps", "0"], "expected a positive integer"),
+        (["--variant", "4way"], "invalid choice"),
+        (["--lr", "-1"], "expected a positive finite number"),
+    ],
+)
 def test_cli_rejects_bad_flags(synthetic_root, extra, message, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["train", "--data", str(synthetic_root), "--category", "synth_grid", *extra])
@@ -418,20 +547,37 @@ def test_cli_rejects_bad_flags(synthetic_root, extra, message, capsys):
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--patch-size", "16"], "--patch-size needs --patch"),
-     (["--patch", "--patch-size", "64", "--image-size", "32"], "larger than --image-size"),
-     (["--transfer"], "--transfer fine-tunes ImageNet weights"),
-     (["--resume"], "no checkpoint at"),
-     (["--resume", "--overwrite"], "--resume continues OUT/checkpoint.pt and --overwrite starts over"),
-     (["--warmup-steps", "10"], "--warmup-steps needs --transfer"),
-     (["--finetune-lr", "0.001", "--pretrained"], "--finetune-lr needs --transfer"),
-     (["--transfer", "--pretrained", "--steps", "100"],
-      "--warmup-steps 2560 (the default) must be smaller than --steps 100"),
-     (["--category", "nope", "--image-size", "32"], "nope")],
-)  # fmt: skip
+    [
+        (["--patch-size", "16"], "--patch-size needs --patch"),
+        (["--patch", "--patch-size", "64", "--image-size", "32"], "larger than --image-size"),
+        (["--transfer"], "--transfer fine-tunes ImageNet weights"),
+        (["--resume"], "no checkpoint at"),
+        (
+            ["--resume", "--overwrite"],
+            "--resume continues OUT/checkpoint.pt and --overwrite starts over",
+        ),
+        (["--warmup-steps", "10"], "--warmup-steps needs --transfer"),
+        (["--finetune-lr", "0.001", "--pretrained"], "--finetune-lr needs --transfer"),
+        (
+            ["--transfer", "--pretrained", "--steps", "100"],
+            "--warmup-steps 2560 (the default) must be smaller than --steps 100",
+        ),
+        (["--category", "nope", "--image-size", "32"], "nope"),
+    ],
+)
 def test_cli_reports_user_errors_in_one_line(synthetic_root, tmp_path, extra, message, capsys):
-    argv = ["train", "--data", str(synthetic_root), "--category", "synth_grid",
-            "--out", str(tmp_path / "x"), "--device", "cpu", *extra]  # fmt: skip
+    argv = [
+        "train",
+        "--data",
+        str(synthetic_root),
+        "--category",
+        "synth_grid",
+        "--out",
+        str(tmp_path / "x"),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("cutpaste train: error:")
@@ -453,39 +599,118 @@ def test_cli_transfer_flags_fill_in_the_papers_defaults(synthetic_root):
 
 def test_cli_every_training_flag_reaches_the_config(synthetic_root):
     parser, module = cli.command_parser("train")
-    argv = ["--data", str(synthetic_root), "--category", "synth_grid", "--variant", "scar",
-            "--steps", "9", "--batch-size", "3", "--image-size", "96", "--patch", "--lr", "0.5",
-            "--seed", "11", "--encoder", "shufflenet_v2_x0_5", "--device", "cpu", "--log-every", "2",
-            "--checkpoint-every", "5", "--compile", "--deterministic"]  # fmt: skip
+    argv = [
+        "--data",
+        str(synthetic_root),
+        "--category",
+        "synth_grid",
+        "--variant",
+        "scar",
+        "--steps",
+        "9",
+        "--batch-size",
+        "3",
+        "--image-size",
+        "96",
+        "--patch",
+        "--lr",
+        "0.5",
+        "--seed",
+        "11",
+        "--encoder",
+        "shufflenet_v2_x0_5",
+        "--device",
+        "cpu",
+        "--log-every",
+        "2",
+        "--checkpoint-every",
+        "5",
+        "--compile",
+        "--deterministic",
+    ]
     config = module.build_config(parser.parse_args(argv))
-    got = {k: getattr(config, k) for k in ("variant", "steps", "batch_size", "image_size", "patch_size",
-           "lr", "seed", "encoder", "device", "log_every", "checkpoint_every", "compile", "deterministic")}  # fmt: skip
-    assert got == {"variant": "scar", "steps": 9, "batch_size": 3, "image_size": 96, "patch_size": 64,
-                   "lr": 0.5, "seed": 11, "encoder": "shufflenet_v2_x0_5", "device": "cpu", "log_every": 2,
-                   "checkpoint_every": 5, "compile": True, "deterministic": True}  # fmt: skip
+    got = {
+        k: getattr(config, k)
+        for k in (
+            "variant",
+            "steps",
+            "batch_size",
+            "image_size",
+            "patch_size",
+            "lr",
+            "seed",
+            "encoder",
+            "device",
+            "log_every",
+            "checkpoint_every",
+            "compile",
+            "deterministic",
+        )
+    }
+    assert got == {
+        "variant": "scar",
+        "steps": 9,
+        "batch_size": 3,
+        "image_size": 96,
+        "patch_size": 64,
+        "lr": 0.5,
+        "seed": 11,
+        "encoder": "shufflenet_v2_x0_5",
+        "device": "cpu",
+        "log_every": 2,
+        "checkpoint_every": 5,
+        "compile": True,
+        "deterministic": True,
+    }
     explicit = module.build_config(parser.parse_args([*argv, "--patch-size", "24"]))
     assert explicit.patch_size == 24
     default = module.build_config(
         parser.parse_args(["--data", str(synthetic_root), "--category", "synth_grid"])
     )
-    assert (default.variant, default.steps, default.batch_size, default.image_size, default.lr,
-            default.patch_size) == ("3way", 65_536, 32, 256, 0.03, None)  # the paper's protocol  # fmt: skip
+    assert (
+        default.variant,
+        default.steps,
+        default.batch_size,
+        default.image_size,
+        default.lr,
+        default.patch_size,
+    ) == ("3way", 65_536, 32, 256, 0.03, None)  # the paper's protocol
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_cli_ctrl_c_saves_the_step_and_says_how_to_resume(synthetic_root, tmp_path, monkeypatch,
-                                                           capsys, overwrite):  # fmt: skip
+def test_cli_ctrl_c_saves_the_step_and_says_how_to_resume(
+    synthetic_root, tmp_path, monkeypatch, capsys, sigint_default, overwrite
+):
     out = tmp_path / "run"
-    argv = ["train", "--data", str(synthetic_root), "--category", "synth_grid", "--steps", "4",
-            "--batch-size", "2", "--image-size", "32", "--device", "cpu", "--out", str(out),
-            "--no-progress", "--encoder", "shufflenet_v2_x0_5"]  # fmt: skip
+    argv = [
+        "train",
+        "--data",
+        str(synthetic_root),
+        "--category",
+        "synth_grid",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--encoder",
+        "shufflenet_v2_x0_5",
+    ]
     signal_during_step(monkeypatch, 2, signal.SIGINT)
     assert cli.main([*argv, "--overwrite"] if overwrite else argv) == 2
     err = capsys.readouterr().err
     how = "--resume instead of --overwrite" if overwrite else "--resume added"
-    assert err == (f"cutpaste train: error: interrupted by SIGINT after step 2 of 4; checkpoint of "
-                   f"that step: {out / CHECKPOINT_NAME}; to continue, run the same command with "
-                   f"{how}\n")  # fmt: skip
+    assert err == (
+        f"cutpaste train: error: interrupted by SIGINT after step 2 of 4; checkpoint of "
+        f"that step: {out / CHECKPOINT_NAME}; to continue, run the same command with "
+        f"{how}\n"
+    )
     assert read_checkpoint(out / CHECKPOINT_NAME)["step"] == 2
     monkeypatch.undo()
     assert cli.main([*argv, "--resume"]) == 0
@@ -502,22 +727,51 @@ def test_cli_weights_of_another_kind_are_named_in_one_short_line(synthetic_root,
     pickled = tmp_path / "module.pth"
     torch.save({"net": torch.nn.Linear(1, 1)}, pickled)
     cases = [
-        (run_dir / CHECKPOINT_NAME, f"{run_dir / CHECKPOINT_NAME} is a cutpaste training checkpoint "
-         "(has model/optimizer/config), not encoder weights: continue it with `cutpaste train "
-         "--resume`"),
-        (resnet, f"weights file {resnet} does not fit shufflenet_v2_x0_5 (--encoder): 336 of "
-         "its 338 keys missing (conv1.0.weight, conv1.1.weight, conv1.1.bias, ...), 120 unexpected "
-         "(conv1.weight, bn1.weight, bn1.bias, ...)"),
-        (text, f"cannot read weights file {text}: not a PyTorch checkpoint/state dict (file is "
-         "corrupt or of another kind)"),
-        (pickled, f"cannot read weights file {pickled}: it holds pickled Python objects "
-         "(torch.nn.modules.linear.Linear), not a tensor-only file"),
-    ]  # fmt: skip
+        (
+            run_dir / CHECKPOINT_NAME,
+            f"{run_dir / CHECKPOINT_NAME} is a cutpaste training checkpoint "
+            "(has model/optimizer/config), not encoder weights: continue it with `cutpaste train "
+            "--resume`",
+        ),
+        (
+            resnet,
+            f"weights file {resnet} does not fit shufflenet_v2_x0_5 (--encoder): 336 of "
+            "its 338 keys missing (conv1.0.weight, conv1.1.weight, conv1.1.bias, ...), 120 unexpected "
+            "(conv1.weight, bn1.weight, bn1.bias, ...)",
+        ),
+        (
+            text,
+            f"cannot read weights file {text}: not a PyTorch checkpoint/state dict (file is "
+            "corrupt or of another kind)",
+        ),
+        (
+            pickled,
+            f"cannot read weights file {pickled}: it holds pickled Python objects "
+            "(torch.nn.modules.linear.Linear), not a tensor-only file",
+        ),
+    ]
     for weights, message in cases:
         out = tmp_path / f"out-{weights.name}"
-        argv = ["train", "--data", str(synthetic_root), "--category", "synth_grid", "--steps", "1",
-                "--image-size", "32", "--device", "cpu", "--out", str(out), "--no-progress",
-                "--encoder", "shufflenet_v2_x0_5", "--weights", str(weights)]  # fmt: skip
+        argv = [
+            "train",
+            "--data",
+            str(synthetic_root),
+            "--category",
+            "synth_grid",
+            "--steps",
+            "1",
+            "--image-size",
+            "32",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--encoder",
+            "shufflenet_v2_x0_5",
+            "--weights",
+            str(weights),
+        ]
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"cutpaste train: error: {message}"), err
@@ -541,8 +795,9 @@ def test_cuda_training_step_never_waits_for_the_device(compiled):
     without a single host-device sync, so the CPU prepares step t+1 while the GPU runs step t."""
     from cutpaste_lib.model import CutPasteModel
 
-    config = tiny_config(encoder="resnet18", image_size=64, batch_size=4, device="cuda",
-                         compile=compiled)  # fmt: skip
+    config = tiny_config(
+        encoder="resnet18", image_size=64, batch_size=4, device="cuda", compile=compiled
+    )
     images = tiny_cache(size=64).images.cuda()
     model = CutPasteModel(**config.model_config()).cuda().to(memory_format=torch.channels_last)
     model_fn = compile_model(model, torch.device("cuda")) if compiled else model  # as train()

@@ -41,66 +41,140 @@ def encoder_name(text: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cutpaste_lib.augment import VARIANTS
 
-    parser.add_argument("--data", type=existing_dir, required=True,
-                        help="dataset root in MVTec layout (CATEGORY/train/good/*.png)")  # fmt: skip
+    parser.add_argument(
+        "--data",
+        type=existing_dir,
+        required=True,
+        help="dataset root in MVTec layout (CATEGORY/train/good/*.png)",
+    )
     parser.add_argument(
         "--category", required=True, help="category folder under --data, e.g. screw"
     )
-    parser.add_argument("--variant", choices=VARIANTS, default="3way",
-                        help="proxy task: 3way (normal/CutPaste/Scar, best in Table 1), cutpaste, "
-                             "scar or union (binary)")  # fmt: skip
-    parser.add_argument("--steps", type=positive_int, default=65_536,
-                        help="SGD updates (paper: 65536 = 256 x 256); the cosine schedule spans them")  # fmt: skip
-    parser.add_argument("--batch-size", type=positive_int, default=32,
-                        help="ORIGINAL images per step (paper: 32; 3-way feeds 3x as many to the model)")  # fmt: skip
-    parser.add_argument("--image-size", type=positive_int, default=256,
-                        help="training images are resized to this square side (paper: 256)")  # fmt: skip
-    parser.add_argument("--patch", action="store_true",
-                        help="patch model for localization: train on random crops of --patch-size")  # fmt: skip
-    parser.add_argument("--patch-size", type=positive_int, default=None,
-                        help="crop side with --patch (paper: 64)")  # fmt: skip
-    parser.add_argument("--encoder", type=encoder_name, default="resnet18",
-                        help="torchvision model name (paper: resnet18 from scratch; efficientnet_b4 for "
-                             "Table 3)")  # fmt: skip
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="3way",
+        help="proxy task: 3way (normal/CutPaste/Scar, best in Table 1), cutpaste, "
+        "scar or union (binary)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=65_536,
+        help="SGD updates (paper: 65536 = 256 x 256); the cosine schedule spans them",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="ORIGINAL images per step (paper: 32; 3-way feeds 3x as many to the model)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=256,
+        help="training images are resized to this square side (paper: 256)",
+    )
+    parser.add_argument(
+        "--patch",
+        action="store_true",
+        help="patch model for localization: train on random crops of --patch-size",
+    )
+    parser.add_argument(
+        "--patch-size", type=positive_int, default=None, help="crop side with --patch (paper: 64)"
+    )
+    parser.add_argument(
+        "--encoder",
+        type=encoder_name,
+        default="resnet18",
+        help="torchvision model name (paper: resnet18 from scratch; efficientnet_b4 for Table 3)",
+    )
     weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--pretrained", action="store_true",
-                         help="start from torchvision ImageNet weights in the torch hub cache (never "
-                              "downloaded; the error says which file to place where)")  # fmt: skip
-    weights.add_argument("--weights", type=existing_file, default=None,
-                         help="start from this torchvision state-dict file instead")  # fmt: skip
-    parser.add_argument("--transfer", action="store_true",
-                        help="Table 3 protocol: head-only warm-up on a frozen encoder, then fine-tune "
-                             "everything at --finetune-lr with encoder batch norm frozen (needs "
-                             "--pretrained or --weights; paper: batch 24, i.e. --batch-size 8 "
-                             "originals x 3 views in 3-way)")  # fmt: skip
-    parser.add_argument("--warmup-steps", type=positive_int, default=None,
-                        help="head-only steps of --transfer (default and paper: 2560 = 10 epochs x 256)")  # fmt: skip
-    parser.add_argument("--finetune-lr", type=positive_float, default=None,
-                        help="learning rate after the warm-up with --transfer (default and paper: 1e-4)")  # fmt: skip
+    weights.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from torchvision ImageNet weights in the torch hub cache (never "
+        "downloaded; the error says which file to place where)",
+    )
+    weights.add_argument(
+        "--weights",
+        type=existing_file,
+        default=None,
+        help="start from this torchvision state-dict file instead",
+    )
+    parser.add_argument(
+        "--transfer",
+        action="store_true",
+        help="Table 3 protocol: head-only warm-up on a frozen encoder, then fine-tune "
+        "everything at --finetune-lr with encoder batch norm frozen (needs "
+        "--pretrained or --weights; paper: batch 24, i.e. --batch-size 8 "
+        "originals x 3 views in 3-way)",
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=positive_int,
+        default=None,
+        help="head-only steps of --transfer (default and paper: 2560 = 10 epochs x 256)",
+    )
+    parser.add_argument(
+        "--finetune-lr",
+        type=positive_float,
+        default=None,
+        help="learning rate after the warm-up with --transfer (default and paper: 1e-4)",
+    )
     parser.add_argument(
         "--lr", type=positive_float, default=0.03, help="peak SGD learning rate (paper: 0.03)"
     )
-    parser.add_argument("--seed", type=non_negative_int, default=0,
-                        help="seeds model init, sampling and augmentation (paper: 5 seeds per number)")  # fmt: skip
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seeds model init, sampling and augmentation (paper: 5 seeds per number)",
+    )
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--out", type=out_dir, default=None,
-                        help="output folder (default: runs/CATEGORY/VARIANT[-patch]-seedS)")  # fmt: skip
-    parser.add_argument("--resume", action="store_true",
-                        help="continue OUT/checkpoint.pt exactly (same flags otherwise)")  # fmt: skip
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start over, replacing an existing OUT/checkpoint.pt")  # fmt: skip
-    parser.add_argument("--log-every", type=positive_int, default=100,
-                        help="steps between progress/TensorBoard updates (the only GPU syncs)")  # fmt: skip
-    parser.add_argument("--checkpoint-every", type=positive_int, default=4096,
-                        help="steps between checkpoints (one is always written at the end)")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=out_dir,
+        default=None,
+        help="output folder (default: runs/CATEGORY/VARIANT[-patch]-seedS)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue OUT/checkpoint.pt exactly (same flags otherwise)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over, replacing an existing OUT/checkpoint.pt",
+    )
+    parser.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=100,
+        help="steps between progress/TensorBoard updates (the only GPU syncs)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=4096,
+        help="steps between checkpoints (one is always written at the end)",
+    )
     parser.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the model and the augmentation (GPU; a minute slower to start)",
     )
-    parser.add_argument("--deterministic", action="store_true",
-                        help="deterministic algorithms (reproducible on GPU, slower)")  # fmt: skip
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic algorithms (reproducible on GPU, slower)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log files)")
+
+
+# The library (and torch) is imported inside the functions, not at the top: the CLI imports this
+# module to build its parser, and ``cutpaste train --help`` should not wait for torch to load.
 
 
 def build_config(args: argparse.Namespace):
@@ -137,14 +211,25 @@ def build_config(args: argparse.Namespace):
         )
     try:
         return TrainConfig(
-            variant=args.variant, encoder=args.encoder, steps=args.steps, batch_size=args.batch_size,
-            lr=args.lr, image_size=args.image_size, patch_size=patch_size, seed=args.seed,
-            device=args.device, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-            deterministic=args.deterministic, compile=args.compile, pretrained=args.pretrained,
+            variant=args.variant,
+            encoder=args.encoder,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            image_size=args.image_size,
+            patch_size=patch_size,
+            seed=args.seed,
+            device=args.device,
+            log_every=args.log_every,
+            checkpoint_every=args.checkpoint_every,
+            deterministic=args.deterministic,
+            compile=args.compile,
+            pretrained=args.pretrained,
             weights=None if args.weights is None else str(args.weights),
-            protocol="transfer" if args.transfer else "scratch", warmup_steps=warmup_steps,
+            protocol="transfer" if args.transfer else "scratch",
+            warmup_steps=warmup_steps,
             finetune_lr=finetune_lr,
-        )  # fmt: skip
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -162,11 +247,19 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(out, resume=args.resume, overwrite=args.overwrite)  # fail before decoding images
     dev = resolve_device(config.device)
     cache = load_cache(args.data, args.category, "train", config.image_size, device=dev)
-    print(f"training {config.variant} ({config.encoder}) on {len(cache)} {args.category} images, "
-          f"{config.steps} steps of {config.inputs_per_step} inputs, device {dev}, out {out}")  # fmt: skip
+    print(
+        f"training {config.variant} ({config.encoder}) on {len(cache)} {args.category} images, "
+        f"{config.steps} steps of {config.inputs_per_step} inputs, device {dev}, out {out}"
+    )
     try:
-        result = train(config, cache, out_dir=out, resume=args.resume, overwrite=args.overwrite,
-                       progress=not args.no_progress)  # fmt: skip
+        result = train(
+            config,
+            cache,
+            out_dir=out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
     except TrainingInterrupted as exc:
         how = "--resume instead of --overwrite" if args.overwrite else "--resume added"
         raise UserError(
@@ -175,7 +268,9 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     h = result.history
     if h["step"]:
-        print(f"step {h['step'][-1]}: loss {h['loss'][-1]:.4f}, proxy accuracy {h['accuracy'][-1]:.3f}, "
-              f"{h['images_per_s'][-1]:.0f} images/s")  # fmt: skip
+        print(
+            f"step {h['step'][-1]}: loss {h['loss'][-1]:.4f}, proxy accuracy {h['accuracy'][-1]:.3f}, "
+            f"{h['images_per_s'][-1]:.0f} images/s"
+        )
     print(f"checkpoint: {result.checkpoint}\nTensorBoard: tensorboard --logdir {out / 'tb'}")
     return 0

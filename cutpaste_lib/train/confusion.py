@@ -1,0 +1,49 @@
+"""The proxy task's confusion matrix on freshly augmented batches (how well the classifier
+tells normal, CutPaste and Scar views apart)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cutpaste_lib.augment import make_proxy_batch, num_classes
+from cutpaste_lib.config import resolve_device
+from cutpaste_lib.data import ImageCache, normalize
+from cutpaste_lib.model import CutPasteModel, eval_mode
+from cutpaste_lib.precision import compute_precision
+from cutpaste_lib.train.step import sample_originals
+
+
+@torch.inference_mode()
+def proxy_confusion(
+    model: CutPasteModel,
+    cache: ImageCache,
+    variant: str,
+    *,
+    batches: int = 4,
+    batch_size: int = 32,
+    patch_size: int | None = None,
+    seed: int = 1,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Confusion matrix of the proxy task on freshly augmented batches (rows: true, columns: predicted).
+
+    Uses a generator seeded with ``seed`` (not the training stream) and the model in eval mode,
+    in :func:`~cutpaste_lib.precision.compute_precision`'s autocast (bf16 on CUDA).
+    Returns an int64 (C, C) array, C = ``num_classes(variant)``.
+    """
+    dev = resolve_device(device) if device is not None else next(model.parameters()).device
+    precision = compute_precision(dev)
+    generator = torch.Generator(device=dev)
+    generator.manual_seed(seed)
+    images = cache.images.to(dev)
+    c = num_classes(variant)
+    matrix = torch.zeros(c * c, dtype=torch.long, device=dev)
+    with eval_mode(model), torch.inference_mode():
+        for _ in range(batches):
+            originals = sample_originals(images, batch_size, generator=generator)
+            batch = make_proxy_batch(originals, variant, generator=generator, patch_size=patch_size)
+            with precision.autocast():
+                predicted = model(normalize(batch.images)).logits.argmax(dim=1)
+            matrix += torch.bincount(batch.labels * c + predicted, minlength=c * c)
+    return matrix.view(c, c).cpu().numpy()
