@@ -23,7 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutpaste_lib.augment import make_proxy_batch  # noqa: E402
+from cutpaste_lib.augment import ProxyCompiler, make_proxy_batch  # noqa: E402
 from cutpaste_lib.config import resolve_device  # noqa: E402
 from cutpaste_lib.data import normalize  # noqa: E402
 from cutpaste_lib.model import CutPasteModel  # noqa: E402
@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.benchmark = cuda
 
     def make_aug(sampler: torch.Generator, compiled: bool | str):
+        if isinstance(compiled, str):
+            compiled = ProxyCompiler(compiled)
+        else:
+            compiled = ProxyCompiler.for_device(device) if compiled else None
+
         def aug():
             originals = sample_originals(cache, b, generator=sampler)
             return make_proxy_batch(originals, "3way", generator=sampler, compiled=compiled)

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutpaste_lib.augment import VARIANTS  # noqa: E402
+from cutpaste_lib.augment import VARIANTS, ProxyCompiler  # noqa: E402
 from cutpaste_lib.config import compile_mode, resolve_device  # noqa: E402
 from cutpaste_lib.model import CutPasteModel  # noqa: E402
 from cutpaste_lib.precision import compute_precision  # noqa: E402
@@ -124,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sampler = torch.Generator().manual_seed(0)  # parameters drawn on the CPU, as train() does
 
+    compiler = ProxyCompiler.for_device(device) if config.compile else None
+
     def full():
-        proxy_step(model_fn, optimizer, cache, config, generator=sampler)
+        proxy_step(model_fn, optimizer, cache, config, generator=sampler, compiler=compiler)
 
     def model_only():
         optimization_step(model_fn, optimizer, x, labels, amp=precision.bf16)

@@ -714,3 +714,14 @@ def test_patch_crops_and_whole_image_shifts_are_uniform_over_their_ranges():
     for s in (shifts.shift_y.numpy(), shifts.shift_x.numpy()):
         assert s.min() == -16 and s.max() == 16  # 1/16 of 256 px
         assert stats.chisquare(np.bincount(s + 16, minlength=33)).pvalue > 1e-3
+
+
+def test_compiled_must_be_a_caller_owned_compiler():
+    """A bare flag would need a hidden module cache of compiled functions: refused by name."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 32, 32)
+    for flag in (True, "default"):
+        with pytest.raises(TypeError, match="ProxyCompiler"):
+            A.make_proxy_batch(images, "3way", generator=g, compiled=flag)
+    compiler = A.ProxyCompiler("default")
+    assert compiler.mode == "default" and A.ProxyCompiler.for_device("cpu").mode == "default"

@@ -18,7 +18,7 @@ from scipy.stats import chisquare
 from sklearn.metrics import confusion_matrix
 
 from cutpaste_lib import cli
-from cutpaste_lib.augment import make_proxy_batch
+from cutpaste_lib.augment import ProxyCompiler, make_proxy_batch
 from cutpaste_lib.config import REPO_ROOT
 from cutpaste_lib.data import ImageCache, normalize
 from cutpaste_lib.errors import CheckpointError, TrainingDivergedError
@@ -803,12 +803,15 @@ def test_cuda_training_step_never_waits_for_the_device(compiled):
     model_fn = compile_model(model, torch.device("cuda")) if compiled else model  # as train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)  # on the CPU, as train() draws its parameters
+    compiler = ProxyCompiler.for_device("cuda") if compiled else None
     for _ in range(3):  # warm-up: cuDNN, allocator, compilation, CUDA-graph recording
-        proxy_step(model_fn, optimizer, images, config, generator=g)
+        proxy_step(model_fn, optimizer, images, config, generator=g, compiler=compiler)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        loss, correct = proxy_step(model_fn, optimizer, images, config, generator=g)
+        loss, correct = proxy_step(
+            model_fn, optimizer, images, config, generator=g, compiler=compiler
+        )
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert math.isfinite(float(loss)) and 0 <= int(correct) <= config.inputs_per_step
@@ -834,3 +837,10 @@ def test_optimization_step_learns_a_fixed_proxy_batch():
     ]
     assert losses[0] > 0.8  # about log 3 at the start
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_compiled_config_without_its_compiler_is_refused():
+    config = tiny_config(compile=True)
+    images = tiny_cache().images
+    with pytest.raises(ValueError, match="ProxyCompiler"):
+        proxy_step(torch.nn.Identity(), None, images, config, generator=torch.Generator())

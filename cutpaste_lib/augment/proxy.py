@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
@@ -103,13 +102,6 @@ class ProxyCompiler:
         return self._compiled(images, params, variant, **options)
 
 
-@functools.cache
-def _compiler_for_flag(mode: str) -> ProxyCompiler:
-    """One compiler per mode for callers that pass ``compiled=True`` or a mode string at every
-    step instead of owning a :class:`ProxyCompiler`; kept only so they keep working."""
-    return ProxyCompiler(mode)
-
-
 def make_proxy_batch(
     images: Tensor,
     variant: Variant,
@@ -119,7 +111,7 @@ def make_proxy_batch(
     whole_image_aug: WholeImageAug | None = WholeImageAug(),  # noqa: B008 (frozen, immutable)
     aspect_sampling: AspectSampling = "log_uniform",
     implementation: Implementation = "batched",
-    compiled: bool | str | ProxyCompiler = False,
+    compiled: ProxyCompiler | None = None,
     host_arithmetic: bool = True,
 ) -> ProxyBatch:
     """The classifier inputs of one training step (see :class:`ProxyBatch` for the layout).
@@ -142,13 +134,13 @@ def make_proxy_batch(
         whole_image_aug: the whole-image transform, or None to switch it off.
         aspect_sampling: CutPaste aspect sampling, "log_uniform" or "two_interval".
         implementation: "batched" (training) or "per_image" (readable reference, same output).
-        compiled: run the pixel stage through ``torch.compile`` (batched only; meant for CUDA,
-            where it fuses hundreds of small kernels; same pixels up to float rounding). Best
-            a :class:`ProxyCompiler` the caller creates once and passes at every step. True
-            means the mode this library trains with (:meth:`ProxyCompiler.for_device`:
-            "reduce-overhead" on CUDA, the fused kernels replayed as one CUDA graph whose
+        compiled: a :class:`ProxyCompiler` the caller creates once and passes at every step:
+            the pixel stage then runs through ``torch.compile`` (batched only; meant for CUDA,
+            where it fuses hundreds of small kernels; same pixels up to float rounding).
+            :meth:`ProxyCompiler.for_device` picks the mode this library trains with
+            ("reduce-overhead" on CUDA: the fused kernels are replayed as one CUDA graph whose
             outputs are overwritten by the next call, so use each batch before asking for the
-            next, as training does; "default" on the CPU); a string is taken as the mode.
+            next, as training does; "default" on the CPU). None: eager.
         host_arithmetic: with a CPU generator, compute the parameters in NumPy on one draw
             (default) or in torch (see :func:`~cutpaste_lib.augment.draws.draw`); the same
             numbers either way.
@@ -156,6 +148,11 @@ def make_proxy_batch(
     check_variant(variant)
     check_images(images, generator)
     check_implementation(implementation)
+    if compiled is not None and not isinstance(compiled, ProxyCompiler):
+        raise TypeError(
+            f"compiled must be a ProxyCompiler or None, got {type(compiled).__name__}: create "
+            "one per run, e.g. ProxyCompiler.for_device(device), and pass it at every step"
+        )
     B, _, H, W = images.shape
     params = sample_proxy_params(
         B,
@@ -180,8 +177,8 @@ def make_proxy_batch(
         scale=scar_scale((H, W)),
     )
     apply = apply_proxy_params
-    if compiled and implementation == "batched":
-        apply = _compiler(compiled, images.device)
+    if compiled is not None and implementation == "batched":
+        apply = compiled
     out = apply(
         images,
         params,
@@ -197,10 +194,3 @@ def make_proxy_batch(
     # within a training step (a graph's outputs are overwritten by its next replay)
     return out._replace(labels=_labels(num_classes(variant), B, images.device))
 
-
-def _compiler(
-    compiled: bool | str | ProxyCompiler, device: torch.device
-) -> Callable[..., ProxyBatch]:
-    if isinstance(compiled, ProxyCompiler):
-        return compiled
-    return _compiler_for_flag(compile_mode(device) if compiled is True else compiled)

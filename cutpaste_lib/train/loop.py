@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from cutpaste_lib.augment import ProxyCompiler
 from cutpaste_lib.config import resolve_device
 from cutpaste_lib.data import ImageCache
 from cutpaste_lib.model import CutPasteModel, build_model
@@ -41,6 +42,7 @@ class _Run(NamedTuple):
 
     model: CutPasteModel
     model_fn: Callable[..., Any]  # the model, or its compiled version
+    compiler: ProxyCompiler | None  # the compiled augmentation (config.compile), or None
     optimizer: torch.optim.Optimizer
     generator: torch.Generator  # the augmentation stream (on the CPU)
     images: torch.Tensor  # the uint8 cache on the training device
@@ -177,7 +179,8 @@ def _prepare(
         )
     images = cache.images.to(device)
     model_fn = compile_model(model, device) if config.compile else model
-    return _Run(model, model_fn, optimizer, generator, images, history, start)
+    compiler = ProxyCompiler.for_device(device) if config.compile else None
+    return _Run(model, model_fn, compiler, optimizer, generator, images, history, start)
 
 
 def _run_steps(
@@ -202,7 +205,12 @@ def _run_steps(
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         loss, correct = proxy_step(
-            run.model_fn, run.optimizer, run.images, config, generator=run.generator
+            run.model_fn,
+            run.optimizer,
+            run.images,
+            config,
+            generator=run.generator,
+            compiler=run.compiler,
         )
         log.add(loss, correct)
         done = step + 1

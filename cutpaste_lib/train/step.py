@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cutpaste_lib.augment import make_proxy_batch
+from cutpaste_lib.augment import ProxyCompiler, make_proxy_batch
 from cutpaste_lib.config import compile_mode
 from cutpaste_lib.data import normalize
 from cutpaste_lib.precision import Precision, compute_precision
@@ -78,15 +78,24 @@ def proxy_step(
     config: TrainConfig,
     *,
     generator: torch.Generator,
+    compiler: ProxyCompiler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One full training step: sample originals, augment, normalise, :func:`optimization_step`."""
+    """One full training step: sample originals, augment, normalise, :func:`optimization_step`.
+
+    ``compiler``: the run's compiled augmentation (``ProxyCompiler.for_device(device)``, made once
+    per run), required when ``config.compile`` is set.
+    """
+    if config.compile and compiler is None:
+        raise ValueError(
+            "config.compile is set: pass the run's ProxyCompiler (ProxyCompiler.for_device(device))"
+        )
     originals = sample_originals(images, config.batch_size, generator=generator)
     batch = make_proxy_batch(
         originals,
         config.variant,
         generator=generator,
         patch_size=config.patch_size,
-        compiled=config.compile,
+        compiled=compiler if config.compile else None,
     )
     precision = compute_precision(images.device)
     x = precision.prepare(normalize(batch.images))
