@@ -36,6 +36,7 @@ data: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check cutpaste_lib tests benchmarks
+	$(BIN)/ruff format --check cutpaste_lib tests benchmarks
 
 # Re-execute every notebook in fast mode and store its outputs (what the repository ships).
 notebooks: $(STAMP)

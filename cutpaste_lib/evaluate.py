@@ -146,12 +146,19 @@ def embed_augmented(
         raise ValueError(f"augmentation must be 'cutpaste' or 'scar', got {augmentation!r}")
     images = _images_of(cache)
     generator = torch.Generator(device=images.device).manual_seed(seed)
-    augmented = getattr(augment, augmentation)(images.float() / 255.0 if images.dtype == torch.uint8 else images,
-                                               generator=generator).images  # fmt: skip
+    augmented = getattr(augment, augmentation)(
+        images.float() / 255.0 if images.dtype == torch.uint8 else images, generator=generator
+    ).images
     feats = extract_features(model, augmented, batch_size=batch_size, device=device)
     n = feats.shape[0]
-    return Embeddings(feats, torch.ones(n, dtype=torch.int64), (augmentation,) * n, str(cache.split),
-                      str(getattr(cache, "category", "")), augmentation)  # fmt: skip
+    return Embeddings(
+        feats,
+        torch.ones(n, dtype=torch.int64),
+        (augmentation,) * n,
+        str(cache.split),
+        str(getattr(cache, "category", "")),
+        augmentation,
+    )
 
 
 # ---------------------------------------------------------------- metrics
@@ -290,8 +297,14 @@ def tsne_points(
     n = feats.shape[0]
     if n < 5:
         raise ValueError(f"t-SNE needs at least 5 points, got {n}")
-    tsne = TSNE(2, perplexity=min(perplexity, (n - 1) / 3), init="pca", random_state=seed, max_iter=max_iter,
-                method="exact" if n <= 200 else "barnes_hut")  # fmt: skip
+    tsne = TSNE(
+        2,
+        perplexity=min(perplexity, (n - 1) / 3),
+        init="pca",
+        random_state=seed,
+        max_iter=max_iter,
+        method="exact" if n <= 200 else "barnes_hut",
+    )
     points = tsne.fit_transform(feats.numpy())
     out, start = {}, 0
     for k in names:

@@ -234,7 +234,9 @@ def parse_target(spec: str, density: Any | None = None) -> Target:
             k = -1
         if k >= 0:
             return logit_target(k)
-    raise ValueError(f"unknown Grad-CAM target {spec!r}: use 'score', 'distance' or 'logit:K' (K >= 0)")
+    raise ValueError(
+        f"unknown Grad-CAM target {spec!r}: use 'score', 'distance' or 'logit:K' (K >= 0)"
+    )
 
 
 # ---------------------------------------------------------------- the computation

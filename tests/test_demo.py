@@ -13,8 +13,21 @@ from cutpaste_lib import cli
 @pytest.mark.slow
 def test_demo_numbers_agree_with_the_grid_csv_and_the_cli_metrics(synthetic_root, tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--data", str(synthetic_root), "--out", str(out), "--categories", "synth_grid",
-            "--steps", "2", "--image-size", "32", "--device", "cpu"]  # fmt: skip
+    args = [
+        "demo",
+        "--data",
+        str(synthetic_root),
+        "--out",
+        str(out),
+        "--categories",
+        "synth_grid",
+        "--steps",
+        "2",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+    ]
     assert cli.main(args) == 0
     summary = json.loads((out / "summary.json").read_text())["rows"]
     assert [r["category"] for r in summary] == ["synth_grid"]
@@ -41,8 +54,13 @@ def test_demo_numbers_agree_with_the_grid_csv_and_the_cli_metrics(synthetic_root
 
     ckpt = out / "reproduce" / "jobs" / "synth_grid" / "3way-image" / "seed0" / "checkpoint.pt"
     model, _ = load_checkpoint(ckpt, device="cpu")
-    confusion = proxy_confusion(model, load_cache(synthetic_root, "synth_grid", "train", 32), "3way",
-                                batch_size=8, device="cpu")  # fmt: skip
+    confusion = proxy_confusion(
+        model,
+        load_cache(synthetic_root, "synth_grid", "train", 32),
+        "3way",
+        batch_size=8,
+        device="cpu",
+    )
     assert row["proxy_accuracy"] == pytest.approx(confusion.trace() / confusion.sum())
     for name in ("roc.png", "score_histogram.png", "tsne.png"):
         assert (out / "synth_grid" / "evaluate" / name).stat().st_size > 0
@@ -53,8 +71,17 @@ def test_demo_numbers_agree_with_the_grid_csv_and_the_cli_metrics(synthetic_root
 
 
 def test_demo_rejects_unknown_categories(synthetic_root, tmp_path, capsys):
-    code = cli.main(["demo", "--data", str(synthetic_root), "--out", str(tmp_path / "d"),
-                     "--categories", "bottle"])  # fmt: skip
+    code = cli.main(
+        [
+            "demo",
+            "--data",
+            str(synthetic_root),
+            "--out",
+            str(tmp_path / "d"),
+            "--categories",
+            "bottle",
+        ]
+    )
     assert code == 2
     assert "bottle" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()

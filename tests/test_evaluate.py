@@ -63,8 +63,15 @@ def test_extract_features_reads_image_cache():
     from cutpaste_lib.data import ImageCache
 
     model, images = TinyEncoder(), _images(5)
-    cache = ImageCache(images=images, masks=None, labels=torch.zeros(5, dtype=torch.int64),
-                       defects=["good"] * 5, paths=[f"{i}.png" for i in range(5)], category="toy", split="train")  # fmt: skip
+    cache = ImageCache(
+        images=images,
+        masks=None,
+        labels=torch.zeros(5, dtype=torch.int64),
+        defects=["good"] * 5,
+        paths=[f"{i}.png" for i in range(5)],
+        category="toy",
+        split="train",
+    )
     assert torch.equal(extract_features(model, cache), extract_features(model, images))
     with pytest.raises(ValueError, match="ImageCache"):
         extract_features(model, torch.zeros(3, 1, 8, 8))
@@ -148,8 +155,15 @@ def test_embed_augmented_is_refused_by_fit():
     from cutpaste_lib.evaluate import embed_augmented
 
     images = _images(6, 32)
-    cache = ImageCache(images=images, masks=None, labels=torch.zeros(6, dtype=torch.int64),
-                       defects=["good"] * 6, paths=[f"{i}.png" for i in range(6)], category="toy", split="train")  # fmt: skip
+    cache = ImageCache(
+        images=images,
+        masks=None,
+        labels=torch.zeros(6, dtype=torch.int64),
+        defects=["good"] * 6,
+        paths=[f"{i}.png" for i in range(6)],
+        category="toy",
+        split="train",
+    )
     emb = embed_augmented(TinyEncoder(), cache, "cutpaste")
     assert emb.augmentation == "cutpaste" and emb.split == "train"
     assert not torch.allclose(
@@ -181,9 +195,23 @@ def test_cli_evaluate_writes_metrics(tiny_checkpoint, synthetic_root, tmp_path, 
     from cutpaste_lib.data import load_split
 
     out = tmp_path / "eval"
-    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(synthetic_root),
-            "--category", "synth_grid", "--out", str(out), "--device", "cpu", "--batch-size", "8",
-            "--tsne-images", "4"]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--data",
+        str(synthetic_root),
+        "--category",
+        "synth_grid",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--tsne-images",
+        "4",
+    ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     with open(out / "scores.csv") as f:
@@ -242,8 +270,19 @@ def test_cli_evaluate_needs_no_masks_and_refuses_one_training_image(
 
     root = tmp_path / "data"
     cat = _copy_category(synthetic_root, root)
-    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(root),
-            "--category", "synth_grid", "--device", "cpu", "--tsne-images", "0"]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--data",
+        str(root),
+        "--category",
+        "synth_grid",
+        "--device",
+        "cpu",
+        "--tsne-images",
+        "0",
+    ]
     with_masks = tmp_path / "with_masks"
     assert main([*argv, "--out", str(with_masks)]) == 0
     # image-level evaluation of data labelled by folder only: no ground_truth/ at all
@@ -272,9 +311,25 @@ def test_cli_evaluate_density_and_image_size_flags_take_effect(
     from cutpaste_lib.train import load_checkpoint
 
     out = tmp_path / "kde48"
-    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(synthetic_root),
-            "--category", "synth_grid", "--out", str(out), "--device", "cpu", "--tsne-images", "0",
-            "--density", "kde", "--image-size", "48"]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--data",
+        str(synthetic_root),
+        "--category",
+        "synth_grid",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--tsne-images",
+        "0",
+        "--density",
+        "kde",
+        "--image-size",
+        "48",
+    ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["density"]["method"] == "kde" and metrics["image_size"] == 48

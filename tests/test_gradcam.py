@@ -523,8 +523,17 @@ def trained(synthetic_root, tmp_path_factory):
     from cutpaste_lib.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("gradcam_run")
-    config = TrainConfig(steps=2, batch_size=2, image_size=64, head_depth=1, head_width=32,
-                         embedding_dim=16, device="cpu", log_every=1, checkpoint_every=2)  # fmt: skip
+    config = TrainConfig(
+        steps=2,
+        batch_size=2,
+        image_size=64,
+        head_depth=1,
+        head_width=32,
+        embedding_dim=16,
+        device="cpu",
+        log_every=1,
+        checkpoint_every=2,
+    )
     cache = load_cache(synthetic_root, "synth_grid", "train", 64)
     result = train(config, cache, out_dir=out, progress=False)
     model = result.model.eval()
@@ -593,8 +602,22 @@ def test_cli_writes_overlays_and_metrics_that_match_the_library(
 
     ckpt, test = trained.checkpoint, trained.test
     out = tmp_path / "gc"
-    rc, cap = _cli(["gradcam", "--checkpoint", str(ckpt), "--data", str(synthetic_root), "--category",
-                    "synth_grid", "--out", str(out), "--device", "cpu"], capsys)  # fmt: skip
+    rc, cap = _cli(
+        [
+            "gradcam",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(synthetic_root),
+            "--category",
+            "synth_grid",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert rc == 0, cap.err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["layer"] == "encoder.layer4" and metrics["target"] == "score"
@@ -614,9 +637,26 @@ def test_cli_writes_overlays_and_metrics_that_match_the_library(
     assert sorted(p.stem for p in (out / "overlays").glob("*.png")) == sorted(set(test.defects))
     # --layer and --target take effect: layer3 (4x4 at 64 px) explaining the CutPaste logit
     out3 = tmp_path / "gc3"
-    rc, cap = _cli(["gradcam", "--checkpoint", str(ckpt), "--data", str(synthetic_root), "--category",
-                    "synth_grid", "--out", str(out3), "--device", "cpu", "--layer", "layer3",
-                    "--target", "logit:1"], capsys)  # fmt: skip
+    rc, cap = _cli(
+        [
+            "gradcam",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(synthetic_root),
+            "--category",
+            "synth_grid",
+            "--out",
+            str(out3),
+            "--device",
+            "cpu",
+            "--layer",
+            "layer3",
+            "--target",
+            "logit:1",
+        ],
+        capsys,
+    )
     assert rc == 0, cap.err
     m3 = json.loads((out3 / "metrics.json").read_text())
     assert m3["layer"] == "encoder.layer3" and m3["layer_resolution"] == [4, 4]
@@ -628,8 +668,17 @@ def test_cli_writes_overlays_and_metrics_that_match_the_library(
 
 
 def test_cli_clear_errors_write_nothing(synthetic_root, trained, tmp_path, capsys):
-    base = ["gradcam", "--checkpoint", str(trained.checkpoint), "--data", str(synthetic_root), "--category", "synth_grid",
-            "--device", "cpu"]  # fmt: skip
+    base = [
+        "gradcam",
+        "--checkpoint",
+        str(trained.checkpoint),
+        "--data",
+        str(synthetic_root),
+        "--category",
+        "synth_grid",
+        "--device",
+        "cpu",
+    ]
     rc, cap = _cli([*base, "--out", str(tmp_path / "bad"), "--layer", "layer9"], capsys)
     assert rc == 2 and "layer 'layer9' not found" in cap.err and "encoder.layer4" in cap.err
     rc, cap = _cli([*base, "--out", str(tmp_path / "bad"), "--target", "logit:3"], capsys)

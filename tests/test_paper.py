@@ -108,7 +108,12 @@ def test_every_table1_cell_matches_the_second_transcription(column):
 def test_every_table2_cell_and_the_stated_means_match_the_second_transcription():
     assert dict(paper.TABLE2_PIXEL) == _column("pixel")
     assert paper.TABLE2_MEAN == 96.0
-    assert dict(paper.TABLE1_MEAN) == {"cutpaste": 90.9, "scar": 93.5, "3way": 95.2, "ensemble": 96.1}
+    assert dict(paper.TABLE1_MEAN) == {
+        "cutpaste": 90.9,
+        "scar": 93.5,
+        "3way": 95.2,
+        "ensemble": 96.1,
+    }
     assert dict(paper.TABLE5_UNION) == {"texture": 97.3, "object": 92.8, "all": 94.3}
 
 
@@ -121,4 +126,6 @@ def test_the_design_notes_table1_agrees_cell_by_cell_when_present():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 5 and cells[0] in paper.CATEGORIES:
             rows[cells[0]] = tuple(float(v) for v in cells[1:])
-    assert rows == {c: tuple(paper.TABLE1[c][k] for k in paper.TABLE1_COLUMNS) for c in paper.CATEGORIES}
+    assert rows == {
+        c: tuple(paper.TABLE1[c][k] for k in paper.TABLE1_COLUMNS) for c in paper.CATEGORIES
+    }

@@ -193,4 +193,3 @@ def make_proxy_batch(
     # labels made outside the compiled graph: they must outlive the model's own CUDA graphs
     # within a training step (a graph's outputs are overwritten by its next replay)
     return out._replace(labels=_labels(num_classes(variant), B, images.device))
-

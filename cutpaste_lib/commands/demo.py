@@ -110,15 +110,28 @@ def run(args: argparse.Namespace) -> int:
     # small resolution the crop keeps half the image side (as in fast mode) and the stride stays 4.
     crop = max(8, args.image_size // 2)
     settings = GridSettings(
-        steps=args.steps, batch_size=args.batch_size, image_size=args.image_size, patch_size=crop,
-        dense_patch=crop // 2, dense_stride=4,
-    )  # fmt: skip
-    print(f"== training 3-way image and patch models ({args.steps} steps, batch {args.batch_size}, "
-          f"{args.image_size} px, from scratch, device {device})")  # fmt: skip
+        steps=args.steps,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        patch_size=crop,
+        dense_patch=crop // 2,
+        dense_stride=4,
+    )
+    print(
+        f"== training 3-way image and patch models ({args.steps} steps, batch {args.batch_size}, "
+        f"{args.image_size} px, from scratch, device {device})"
+    )
     grid = run_grid(
-        root, out / "reproduce", categories=categories, variants=("3way",), seeds=range(args.seeds),
-        settings=settings, patch=("3way",), device=device, progress=True,
-    )  # fmt: skip
+        root,
+        out / "reproduce",
+        categories=categories,
+        variants=("3way",),
+        seeds=range(args.seeds),
+        settings=settings,
+        patch=("3way",),
+        device=device,
+        progress=True,
+    )
     tables = write_tables(grid.csv, out / "reproduce")
 
     summary = []
@@ -127,39 +140,82 @@ def run(args: argparse.Namespace) -> int:
         image_ckpt = job / "3way-image" / "seed0" / "checkpoint.pt"
         patch_ckpt = job / "3way-patch" / "seed0" / "checkpoint.pt"
         print(f"\n== {cat}: evaluate (image model)")
-        code = cli.main(["evaluate", "--checkpoint", str(image_ckpt), "--data", str(root), "--category", cat,
-                         "--out", str(out / cat / "evaluate"), "--device", device])  # fmt: skip
+        code = cli.main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(image_ckpt),
+                "--data",
+                str(root),
+                "--category",
+                cat,
+                "--out",
+                str(out / cat / "evaluate"),
+                "--device",
+                device,
+            ]
+        )
         if code:
             return code
         print(f"== {cat}: localize (patch model)")
-        code = cli.main(["localize", "--checkpoint", str(patch_ckpt), "--data", str(root), "--category", cat,
-                         "--out", str(out / cat / "localize"), "--device", device,
-                         "--patch-size", str(settings.dense_patch), "--stride", str(settings.dense_stride)])  # fmt: skip
+        code = cli.main(
+            [
+                "localize",
+                "--checkpoint",
+                str(patch_ckpt),
+                "--data",
+                str(root),
+                "--category",
+                cat,
+                "--out",
+                str(out / cat / "localize"),
+                "--device",
+                device,
+                "--patch-size",
+                str(settings.dense_patch),
+                "--stride",
+                str(settings.dense_stride),
+            ]
+        )
         if code:
             return code
         model, _ = load_checkpoint(image_ckpt, device=device)
-        confusion = proxy_confusion(model, load_cache(root, cat, "train", args.image_size), "3way",
-                                    batch_size=args.batch_size, device=device)  # fmt: skip
+        confusion = proxy_confusion(
+            model,
+            load_cache(root, cat, "train", args.image_size),
+            "3way",
+            batch_size=args.batch_size,
+            device=device,
+        )
         image_metrics = json.loads((out / cat / "evaluate" / "metrics.json").read_text())
         pixel_metrics = json.loads((out / cat / "localize" / "metrics.json").read_text())
-        summary.append({
-            "category": cat,
-            "proxy_accuracy": float(confusion.trace() / confusion.sum()),
-            "image_auroc": image_metrics["image_auroc"],
-            "pixel_auroc": pixel_metrics["pixel_auroc"],
-            "aupro": pixel_metrics["aupro"],
-            "patch_image_auroc": pixel_metrics.get("image_auroc"),
-        })  # fmt: skip
+        summary.append(
+            {
+                "category": cat,
+                "proxy_accuracy": float(confusion.trace() / confusion.sum()),
+                "image_auroc": image_metrics["image_auroc"],
+                "pixel_auroc": pixel_metrics["pixel_auroc"],
+                "aupro": pixel_metrics["aupro"],
+                "patch_image_auroc": pixel_metrics.get("image_auroc"),
+            }
+        )
 
     header = "| category | 3-way proxy accuracy | image AUROC | pixel AUROC | AUPRO |\n|---|---:|---:|---:|---:|"
-    rows = [f"| {r['category']} | {r['proxy_accuracy']:.3f} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
-            f"{r['aupro']:.3f} |" for r in summary]  # fmt: skip
-    note = (f"Synthetic data ({root}), {args.steps} steps, batch {args.batch_size}, {args.image_size} px, "
-            f"ResNet-18 from scratch, seed 0, device {device}. Not comparable with the paper's MVTec AD numbers.")  # fmt: skip
+    rows = [
+        f"| {r['category']} | {r['proxy_accuracy']:.3f} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
+        f"{r['aupro']:.3f} |"
+        for r in summary
+    ]
+    note = (
+        f"Synthetic data ({root}), {args.steps} steps, batch {args.batch_size}, {args.image_size} px, "
+        f"ResNet-18 from scratch, seed 0, device {device}. Not comparable with the paper's MVTec AD numbers."
+    )
     text = "\n".join([header, *rows, "", note])
     io.write_text(out / "summary.md", text + "\n")
     io.write_json(out / "summary.json", {"rows": summary, "note": note})
     print(f"\n== summary (also in {out / 'summary.md'})\n{text}")
-    print(f"\nTables next to the paper: {tables}\nFigures: {out}/<category>/evaluate/*.png, "
-          f"{out}/<category>/localize/heatmaps.png\nDone in {time.perf_counter() - start:.0f} s.")  # fmt: skip
+    print(
+        f"\nTables next to the paper: {tables}\nFigures: {out}/<category>/evaluate/*.png, "
+        f"{out}/<category>/localize/heatmaps.png\nDone in {time.perf_counter() - start:.0f} s."
+    )
     return 0

@@ -17,13 +17,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("dataset", choices=["mvtec"], help="only MVTec AD is known")
     parser.add_argument(
-        "--root", type=out_dir, required=True,
+        "--root",
+        type=out_dir,
+        required=True,
         help="where the category folders go (then set CUTPASTE_DATA to it)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--category", choices=MVTEC_CATEGORIES, default=None, metavar="NAME",
+        "--category",
+        choices=MVTEC_CATEGORIES,
+        default=None,
+        metavar="NAME",
         help="one category (default: the whole 5.3 GB dataset)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--keep-archive", action="store_true", help="keep the downloaded archive in ROOT/.downloads"
     )

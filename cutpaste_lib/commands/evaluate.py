@@ -32,32 +32,56 @@ from cutpaste_lib.commands._args import (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cutpaste_lib.density import DENSITY_METHODS
 
-    parser.add_argument("--checkpoint", type=existing_file, required=True,
-                        help="checkpoint.pt written by `cutpaste train`")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint",
+        type=existing_file,
+        required=True,
+        help="checkpoint.pt written by `cutpaste train`",
+    )
     parser.add_argument(
         "--data", type=existing_dir, required=True, help="dataset root in MVTec layout"
     )
     parser.add_argument(
         "--category", required=True, help="category folder under --data, e.g. screw"
     )
-    parser.add_argument("--out", type=out_dir, default=None,
-                        help="output folder (default: outputs/evaluate/CATEGORY)")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=out_dir,
+        default=None,
+        help="output folder (default: outputs/evaluate/CATEGORY)",
+    )
     parser.add_argument(
         "--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)"
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)"
     )
-    parser.add_argument("--density", choices=DENSITY_METHODS, default="ledoit_wolf",
-                        help="ledoit_wolf (default: shrinkage, safe with few images), ridge, empirical "
-                             "(needs more images than feature dimensions) or kde (for comparison)")  # fmt: skip
-    parser.add_argument("--image-size", type=positive_int, default=None,
-                        help="resize images to this side (default: the checkpoint's training size)")  # fmt: skip
-    parser.add_argument("--seed", type=non_negative_int, default=0,
-                        help="seed of the CutPaste/Scar views and t-SNE in the figure (default 0)")  # fmt: skip
-    parser.add_argument("--tsne-images", type=non_negative_int, default=200,
-                        help="train images (and as many CutPaste and Scar views) in the t-SNE figure; "
-                             "0 skips t-SNE (default 200)")  # fmt: skip
+    parser.add_argument(
+        "--density",
+        choices=DENSITY_METHODS,
+        default="ledoit_wolf",
+        help="ledoit_wolf (default: shrinkage, safe with few images), ridge, empirical "
+        "(needs more images than feature dimensions) or kde (for comparison)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=None,
+        help="resize images to this side (default: the checkpoint's training size)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the CutPaste/Scar views and t-SNE in the figure (default 0)",
+    )
+    parser.add_argument(
+        "--tsne-images",
+        type=non_negative_int,
+        default=200,
+        help="train images (and as many CutPaste and Scar views) in the t-SNE figure; "
+        "0 skips t-SNE (default 200)",
+    )
 
 
 def _scores_csv(result) -> str:
@@ -108,11 +132,17 @@ def run(args: argparse.Namespace) -> int:
     model, config = load_checkpoint(args.checkpoint, device=dev)
     trained_on = config.get("category")
     if trained_on and trained_on != args.category:
-        print(f"cutpaste evaluate: warning: {args.checkpoint} was trained on {trained_on!r}, "
-              f"evaluating on {args.category!r}", file=sys.stderr)  # fmt: skip
+        print(
+            f"cutpaste evaluate: warning: {args.checkpoint} was trained on {trained_on!r}, "
+            f"evaluating on {args.category!r}",
+            file=sys.stderr,
+        )
     if config.get("patch_size"):
-        print(f"note: {args.checkpoint} is a patch model (trained on {config['patch_size']} px crops); "
-              "`cutpaste localize` is its evaluation, this scores whole images", file=sys.stderr)  # fmt: skip
+        print(
+            f"note: {args.checkpoint} is a patch model (trained on {config['patch_size']} px crops); "
+            "`cutpaste localize` is its evaluation, this scores whole images",
+            file=sys.stderr,
+        )
     size = args.image_size or int(config["image_size"])
     train_cache = load_cache(args.data, args.category, "train", size)
     require_train_images(

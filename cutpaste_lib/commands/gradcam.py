@@ -34,32 +34,63 @@ def target_spec(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=_args.existing_file, required=True,
-                        help="checkpoint.pt written by `cutpaste train` (an image-level model)")  # fmt: skip
-    parser.add_argument("--data", type=_args.existing_dir, required=True,
-                        help="dataset root in MVTec layout (ROOT/CATEGORY/train/good, test/*, ground_truth/*)")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint",
+        type=_args.existing_file,
+        required=True,
+        help="checkpoint.pt written by `cutpaste train` (an image-level model)",
+    )
+    parser.add_argument(
+        "--data",
+        type=_args.existing_dir,
+        required=True,
+        help="dataset root in MVTec layout (ROOT/CATEGORY/train/good, test/*, ground_truth/*)",
+    )
     parser.add_argument(
         "--category", required=True, help="category folder under --data, e.g. bottle"
     )
-    parser.add_argument("--out", type=_args.out_dir, default=None,
-                        help="output folder (default: outputs/gradcam/CATEGORY)")  # fmt: skip
-    parser.add_argument("--layer", default=None,
-                        help="dotted name of the layer to explain (default: the encoder's last stage, "
-                             "layer4 for ResNets: 8x8 at 256 px for ResNet-18, layer3 is twice as fine "
-                             "but less semantic; features.N, the last block, for EfficientNet)")  # fmt: skip
-    parser.add_argument("--target", type=target_spec, default="score",
-                        help="score (default, as in the paper: the squared Mahalanobis distance under the "
-                             "Gaussian fitted on clean train images), distance (its square root) or "
-                             "logit:K (a proxy-class logit)")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=_args.out_dir,
+        default=None,
+        help="output folder (default: outputs/gradcam/CATEGORY)",
+    )
+    parser.add_argument(
+        "--layer",
+        default=None,
+        help="dotted name of the layer to explain (default: the encoder's last stage, "
+        "layer4 for ResNets: 8x8 at 256 px for ResNet-18, layer3 is twice as fine "
+        "but less semantic; features.N, the last block, for EfficientNet)",
+    )
+    parser.add_argument(
+        "--target",
+        type=target_spec,
+        default="score",
+        help="score (default, as in the paper: the squared Mahalanobis distance under the "
+        "Gaussian fitted on clean train images), distance (its square root) or "
+        "logit:K (a proxy-class logit)",
+    )
     parser.add_argument(
         "--device", type=_args.device, default="auto", help="cpu, cuda, cuda:N or auto"
     )
-    parser.add_argument("--batch-size", type=_args.positive_int, default=32,
-                        help="images per forward/backward pass (default 32; lower it if memory runs out)")  # fmt: skip
-    parser.add_argument("--image-size", type=_args.positive_int, default=None,
-                        help="resize images to this side (default: the checkpoint's training size)")  # fmt: skip
-    parser.add_argument("--per-defect", type=_args.positive_int, default=2,
-                        help="rows per defect type in overlays.png (default 2)")  # fmt: skip
+    parser.add_argument(
+        "--batch-size",
+        type=_args.positive_int,
+        default=32,
+        help="images per forward/backward pass (default 32; lower it if memory runs out)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_args.positive_int,
+        default=None,
+        help="resize images to this side (default: the checkpoint's training size)",
+    )
+    parser.add_argument(
+        "--per-defect",
+        type=_args.positive_int,
+        default=2,
+        help="rows per defect type in overlays.png (default 2)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,14 +174,19 @@ def run(args: argparse.Namespace) -> int:
             vmax=scale,
             indices=pick_examples(test.defects, args.per_defect, scores=result.scores),
             title=title,
-        ),  # fmt: skip
+        ),
     }
     for defect in sorted(set(test.defects)):
         idx = [i for i, d in enumerate(test.defects) if d == defect]
         figures[f"overlays/{defect}.png"] = gradcam_gallery(
-            images, result.maps, masks=masks, defects=test.defects, indices=idx, vmax=scale,
+            images,
+            result.maps,
+            masks=masks,
+            defects=test.defects,
+            indices=idx,
+            vmax=scale,
             title=f"{title}: {defect}",
-        )  # fmt: skip
+        )
     out = args.out or Path("outputs") / "gradcam" / args.category
     # everything is computed; now write (each file atomically, metrics.json last)
     for name, fig in figures.items():

@@ -72,8 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1024,
         help="patches per forward pass (lower it if memory runs out)",
     )
-    parser.add_argument("--per-defect", type=_args.positive_int, default=2,
-                        help="gallery rows per defect type")  # fmt: skip
+    parser.add_argument(
+        "--per-defect", type=_args.positive_int, default=2, help="gallery rows per defect type"
+    )
 
 
 def default_patch_size(config: dict) -> int:
@@ -106,18 +107,28 @@ def run(args: argparse.Namespace) -> int:
             "(paper: 4)"
         )
     if not config.get("patch_size"):
-        print("note: this checkpoint was trained on whole images, not patches; localization expects a "
-              "patch model (cutpaste train --patch)")  # fmt: skip
+        print(
+            "note: this checkpoint was trained on whole images, not patches; localization expects a "
+            "patch model (cutpaste train --patch)"
+        )
     train = load_cache(args.data, args.category, "train", image_size, device=device)
     mode = resolve_density_mode(args.density, args.category)
-    _args.require_train_images(train, MIN_TRAIN_IMAGES[mode], args.data, args.category,
-                               f"the {mode} patch Gaussian")  # fmt: skip
+    _args.require_train_images(
+        train, MIN_TRAIN_IMAGES[mode], args.data, args.category, f"the {mode} patch Gaussian"
+    )
     test = load_cache(args.data, args.category, "test", image_size, device=device)
     start = time.perf_counter()
     result = localize(
-        model, train, test, patch_size=patch, stride=args.stride, density=args.density,
-        normalize=args.upsample == "average", max_patches=args.max_patches, device=device,
-    )  # fmt: skip
+        model,
+        train,
+        test,
+        patch_size=patch,
+        stride=args.stride,
+        density=args.density,
+        normalize=args.upsample == "average",
+        max_patches=args.max_patches,
+        device=device,
+    )
     seconds = time.perf_counter() - start
     if "pixel_auroc" not in result.metrics:
         raise UserError(
@@ -145,9 +156,14 @@ def run(args: argparse.Namespace) -> int:
     images, masks = test.images.cpu(), test.masks.cpu()
     picked = pick_examples(test.defects, args.per_defect, scores=result.image_scores)
     gallery = heatmap_gallery(
-        images, masks, result.maps, test.defects, scale=pd.scale, indices=picked,
+        images,
+        masks,
+        result.maps,
+        test.defects,
+        scale=pd.scale,
+        indices=picked,
         title=f"{args.category}: patch {patch}, stride {args.stride}, {pd.mode} density",
-    )  # fmt: skip
+    )
     curves = pixel_curves_figure(result.maps, masks, label=args.category)
     # everything is computed; now write (each file atomically)
     save_figure(gallery, out / "heatmaps.png", dpi=90)

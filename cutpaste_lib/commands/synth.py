@@ -21,9 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset root to create (must not exist unless --overwrite)",
     )
     parser.add_argument(
-        "--categories", nargs="+", choices=SYNTHETIC_CATEGORIES, default=None, metavar="NAME",
+        "--categories",
+        nargs="+",
+        choices=SYNTHETIC_CATEGORIES,
+        default=None,
+        metavar="NAME",
         help=f"subset of {', '.join(SYNTHETIC_CATEGORIES)} (default: all)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--size", type=positive_int, default=256, help="image side in pixels (paper input: 256)"
     )
@@ -60,10 +64,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--size must be at least 16 pixels, got {args.size}")
     try:
         root = generate_synthetic(
-            args.out, categories=args.categories, size=args.size, n_train=args.n_train,
-            n_test_good=args.n_test_good, n_test_defect=args.n_test_defect, seed=args.seed,
-            overwrite=args.overwrite, progress=True,
-        )  # fmt: skip
+            args.out,
+            categories=args.categories,
+            size=args.size,
+            n_train=args.n_train,
+            n_test_good=args.n_test_good,
+            n_test_defect=args.n_test_defect,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            progress=True,
+        )
     except OSError as exc:  # unwritable location, full disk: nothing was left behind
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(args.out) else ""
         raise UserError(f"cannot create {args.out}: {exc.strerror or exc}{where}") from None

@@ -205,9 +205,14 @@ def load_cache(
     masks = split == "test" if masks is None else bool(masks)
     samples = load_split(root, category, split, require_masks=masks)  # type: ignore[arg-type]
     return build_cache(
-        samples, image_size, device=device, with_masks=masks,
-        category=category, split=split, progress=progress,
-    )  # fmt: skip
+        samples,
+        image_size,
+        device=device,
+        with_masks=masks,
+        category=category,
+        split=split,
+        progress=progress,
+    )
 
 
 def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

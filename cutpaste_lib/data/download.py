@@ -59,14 +59,21 @@ MVTEC_FULL = Archive(
     sha256="cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d",
 )
 _CATEGORY_IDS = {
-    "bottle": "420937370-1629951468", "cable": "420937413-1629951498",
-    "capsule": "420937454-1629951595", "carpet": "420937484-1629951672",
-    "grid": "420937487-1629951814", "hazelnut": "420937545-1629951845",
-    "leather": "420937607-1629951964", "metal_nut": "420937637-1629952063",
-    "screw": "420938130-1629953152", "tile": "420938133-1629953189",
-    "toothbrush": "420938134-1629953256", "transistor": "420938166-1629953277",
-    "wood": "420938383-1629953354", "zipper": "420938385-1629953449",
-}  # fmt: skip
+    "bottle": "420937370-1629951468",
+    "cable": "420937413-1629951498",
+    "capsule": "420937454-1629951595",
+    "carpet": "420937484-1629951672",
+    "grid": "420937487-1629951814",
+    "hazelnut": "420937545-1629951845",
+    "leather": "420937607-1629951964",
+    "metal_nut": "420937637-1629952063",
+    "screw": "420938130-1629953152",
+    "tile": "420938133-1629953189",
+    "toothbrush": "420938134-1629953256",
+    "transistor": "420938166-1629953277",
+    "wood": "420938383-1629953354",
+    "zipper": "420938385-1629953449",
+}
 MVTEC_CATEGORY_ARCHIVES: dict[str, Archive] = {
     name: Archive(f"{name}.tar.xz", f"{_SHARE}/{ident}/{name}.tar.xz")
     for name, ident in _CATEGORY_IDS.items()
@@ -78,11 +85,22 @@ MVTEC_CATEGORY_ARCHIVES["pill"] = Archive(
 )
 
 MVTEC_COUNTS: dict[str, tuple[int, int]] = {
-    "bottle": (209, 83), "cable": (224, 150), "capsule": (219, 132), "carpet": (280, 117),
-    "grid": (264, 78), "hazelnut": (391, 110), "leather": (245, 124), "metal_nut": (220, 115),
-    "pill": (267, 167), "screw": (320, 160), "tile": (230, 117), "toothbrush": (60, 42),
-    "transistor": (213, 100), "wood": (247, 79), "zipper": (240, 151),
-}  # fmt: skip
+    "bottle": (209, 83),
+    "cable": (224, 150),
+    "capsule": (219, 132),
+    "carpet": (280, 117),
+    "grid": (264, 78),
+    "hazelnut": (391, 110),
+    "leather": (245, 124),
+    "metal_nut": (220, 115),
+    "pill": (267, 167),
+    "screw": (320, 160),
+    "tile": (230, 117),
+    "toothbrush": (60, 42),
+    "transistor": (213, 100),
+    "wood": (247, 79),
+    "zipper": (240, 151),
+}
 """(train images, test images) per category, from the MVTec AD paper; 3,629 and 1,725 in total."""
 
 
@@ -284,9 +302,13 @@ def extract_archive(archive: str | Path, root: str | Path, *, overwrite: bool = 
 
 
 def download_mvtec(
-    root: str | Path, category: str | None = None, *, progress: bool = True, keep_archive: bool = False,
+    root: str | Path,
+    category: str | None = None,
+    *,
+    progress: bool = True,
+    keep_archive: bool = False,
     overwrite: bool = False,
-) -> Path:  # fmt: skip
+) -> Path:
     """Download MVTec AD (one category, or all 15 in one 5.3 GB archive) into ``root``.
 
     Returns:

@@ -37,9 +37,17 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".
 
 MVTEC_TEXTURES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
 MVTEC_OBJECTS: tuple[str, ...] = (
-    "bottle", "cable", "capsule", "hazelnut", "metal_nut",
-    "pill", "screw", "toothbrush", "transistor", "zipper",
-)  # fmt: skip
+    "bottle",
+    "cable",
+    "capsule",
+    "hazelnut",
+    "metal_nut",
+    "pill",
+    "screw",
+    "toothbrush",
+    "transistor",
+    "zipper",
+)
 MVTEC_CATEGORIES: tuple[str, ...] = MVTEC_TEXTURES + MVTEC_OBJECTS
 """The 15 MVTec AD categories in the paper's table order (textures first)."""
 

@@ -52,8 +52,13 @@ def plot_roc(curves: Mapping[str, tuple], *, title: str = "ROC curve (image leve
         fpr, tpr, _ = roc_curve(y, s)
         ax.plot(fpr, tpr, lw=2, label=f"{name} (AUROC {roc_auc_score(y, s):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
-    ax.set(xlabel="false positive rate (good flagged)", ylabel="true positive rate (defects caught)",
-           xlim=(0, 1), ylim=(0, 1.01), title=title)  # fmt: skip
+    ax.set(
+        xlabel="false positive rate (good flagged)",
+        ylabel="true positive rate (defects caught)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=title,
+    )
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
@@ -81,14 +86,25 @@ def plot_score_histograms(
         s[y == 0], bins=edges, alpha=0.55, color=GOOD_COLOR, label=f"good ({int((y == 0).sum())})"
     )
     if defects is None:
-        ax.hist(s[y != 0], bins=edges, alpha=0.6, color=DEFECT_COLORS[0],
-                label=f"defective ({int((y != 0).sum())})")  # fmt: skip
+        ax.hist(
+            s[y != 0],
+            bins=edges,
+            alpha=0.6,
+            color=DEFECT_COLORS[0],
+            label=f"defective ({int((y != 0).sum())})",
+        )
     else:
         names = sorted({d for d, lab in zip(defects, y) if lab != 0})
         groups = [s[np.array([d == n for d in defects])] for n in names]
         colors = [DEFECT_COLORS[i % len(DEFECT_COLORS)] for i in range(len(names))]
-        ax.hist(groups, bins=edges, stacked=True, alpha=0.75, color=colors,
-                label=[f"{n} ({len(g)})" for n, g in zip(names, groups)])  # fmt: skip
+        ax.hist(
+            groups,
+            bins=edges,
+            stacked=True,
+            alpha=0.75,
+            color=colors,
+            label=[f"{n} ({len(g)})" for n, g in zip(names, groups)],
+        )
     if log:
         ax.set_xscale("log")
     ax.set(xlabel="score (higher = more anomalous)", ylabel="images", title=title)

@@ -155,8 +155,9 @@ def gradcam_gallery(
     if not per_image:
         # The colour bar reads "fraction of the column's scale": columns may have different units.
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0.0, 1.0))
-        fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.8, extend="max",
-                     label="map / column maximum")  # fmt: skip
+        fig.colorbar(
+            sm, ax=axes.ravel().tolist(), shrink=0.8, extend="max", label="map / column maximum"
+        )
     if title:
         fig.suptitle(title)
     return fig

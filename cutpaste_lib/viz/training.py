@@ -70,8 +70,15 @@ def plot_confusion(
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(matrix)):
         for j in range(len(matrix)):
-            ax.text(j, i, f"{rates[i, j]:.2f}\n({matrix[i, j]})", ha="center", va="center",
-                    color="white" if rates[i, j] > 0.6 else "black", fontsize=9)  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{rates[i, j]:.2f}\n({matrix[i, j]})",
+                ha="center",
+                va="center",
+                color="white" if rates[i, j] > 0.6 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
     ax.set(xlabel="predicted", ylabel="true", title=title)
