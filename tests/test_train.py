@@ -844,3 +844,52 @@ def test_a_compiled_config_without_its_compiler_is_refused():
     images = tiny_cache().images
     with pytest.raises(ValueError, match="ProxyCompiler"):
         proxy_step(torch.nn.Identity(), None, images, config, generator=torch.Generator())
+
+
+def test_checkpoints_by_wall_time_come_at_log_points_and_reset_on_save(tmp_path):
+    from cutpaste_lib.train.checkpointer import Checkpointer
+
+    now = [0.0]
+    config = tiny_config(steps=100, log_every=5, checkpoint_every=50, checkpoint_minutes=2.0)
+    ck = Checkpointer(tmp_path / "checkpoint.pt", config, tiny_cache(), clock=lambda: now[0])
+    assert not ck.due(5, end=100, stopping=False)  # a log point, but no time has passed
+    now[0] = 119.0
+    assert not ck.due(10, end=100, stopping=False)  # 1 min 59 s
+    now[0] = 120.0
+    assert not ck.due(11, end=100, stopping=False)  # time is up, but not a log point
+    assert ck.due(15, end=100, stopping=False)
+    ck.last_saved = now[0]  # what save() does
+    assert not ck.due(20, end=100, stopping=False)
+    assert ck.due(50, end=100, stopping=False) and ck.due(100, end=100, stopping=False)
+    assert ck.due(3, end=100, stopping=True)
+    off = Checkpointer(tmp_path / "c.pt", tiny_config(checkpoint_minutes=0), tiny_cache())
+    off.last_saved = -1e9
+    assert not off.due(1, end=4, stopping=False)
+    assert not Checkpointer(None, config, tiny_cache()).due(100, end=100, stopping=False)
+    with pytest.raises(ValueError, match="checkpoint_minutes"):
+        tiny_config(checkpoint_minutes=-1)
+
+
+def test_checkpoints_by_time_do_not_change_what_the_run_computes(tmp_path, monkeypatch):
+    from cutpaste_lib.train import checkpointer
+
+    saved, real = [], checkpointer.save_checkpoint
+
+    def recording(path, **kw):
+        saved.append((path.parent.name, kw["step"]))
+        return real(path, **kw)
+
+    monkeypatch.setattr(checkpointer, "save_checkpoint", recording)
+    cache = tiny_cache()
+    kw = dict(steps=4, log_every=2, checkpoint_every=100)
+    by_time = train(
+        tiny_config(**kw, checkpoint_minutes=1e-9), cache, out_dir=tmp_path / "t", progress=False
+    )
+    by_steps = train(
+        tiny_config(**kw, checkpoint_minutes=0), cache, out_dir=tmp_path / "s", progress=False
+    )
+    assert saved == [("t", 2), ("t", 4), ("s", 4)]
+    for key, value in by_steps.model.state_dict().items():
+        assert torch.equal(value, by_time.model.state_dict()[key]), key
+    assert by_time.history["loss"] == by_steps.history["loss"]
+    assert by_time.history["step"] == by_steps.history["step"] == [2, 4]

@@ -2,8 +2,7 @@
 
 A checkpoint holds the model and optimizer state, the step, the config, the data identity, the
 history and every RNG state (torch CPU, CUDA, and the augmentation generator), so ``resume=True``
-continues bit for bit on CPU. :class:`Checkpointer` is what the loop writes them with (and the
-run's ``config.json`` next to them).
+continues bit for bit on CPU. :class:`~cutpaste_lib.train.checkpointer.Checkpointer` decides when the loop writes them.
 """
 
 from __future__ import annotations
@@ -195,57 +194,3 @@ def check_out_dir(out_dir: str | Path | None, *, resume: bool, overwrite: bool) 
             "or choose another out dir"
         )
     return ckpt_path
-
-
-class Checkpointer:
-    """When and where the loop writes checkpoints, and the run's ``config.json`` beside them.
-
-    ``path`` None (no out dir): nothing is ever due and nothing is written.
-    """
-
-    def __init__(self, path: Path | None, config: TrainConfig, cache: ImageCache) -> None:
-        self.path, self.config, self.cache = path, config, cache
-
-    def due(self, done: int, *, end: int, stopping: bool) -> bool:
-        """A checkpoint after update ``done``: periodic, the last step, or a stop request."""
-        every = self.config.checkpoint_every
-        return self.path is not None and (done % every == 0 or done == end or stopping)
-
-    def write_config(self, step: int) -> None:
-        """``config.json``: the settings, the architecture, the data identity and ``step``."""
-        if self.path is None:
-            return
-        config = self.config
-        io.write_json(
-            self.path.parent / CONFIG_NAME,
-            {
-                **config.to_dict(),
-                "model": config.model_config(),
-                **data_identity(self.cache),
-                "step": step,
-            },
-        )
-
-    def save(
-        self,
-        step: int,
-        *,
-        model: CutPasteModel,
-        optimizer: torch.optim.Optimizer,
-        generator: torch.Generator,
-        history: dict[str, list],
-        lr: float,
-    ) -> None:
-        """The checkpoint of ``step``, then ``config.json`` with that step."""
-        save_checkpoint(
-            self.path,
-            model=model,
-            optimizer=optimizer,
-            config=self.config,
-            cache=self.cache,
-            step=step,
-            generator=generator,
-            history=history,
-            lr=lr,
-        )
-        self.write_config(step)

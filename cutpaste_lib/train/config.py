@@ -67,6 +67,11 @@ class TrainConfig:
         device: "auto", "cpu", "cuda" or "cuda:N".
         log_every: steps between host reads of loss/accuracy (progress bar, TensorBoard, NaN check).
         checkpoint_every: steps between checkpoints (one is always written at the end).
+        checkpoint_minutes: also checkpoint at the first log point after this many minutes of
+            wall time since the last checkpoint (0: by steps only). On a CPU, 4,096 steps can take
+            half an hour; this bounds what a crash loses. It only adds checkpoints at log points
+            the run passes anyway, so what the run computes (weights, history) does not change,
+            and it is not part of what a resume must repeat.
         deterministic: deterministic algorithms (slower on GPU).
         compile: ``torch.compile`` the model and the augmentation's pixel stage; on CUDA both
             are also replayed as CUDA graphs (mode "reduce-overhead"), so the CPU no longer
@@ -91,6 +96,7 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 100
     checkpoint_every: int = 4096
+    checkpoint_minutes: float = 5.0
     deterministic: bool = False
     compile: bool = False
     pretrained: bool = False
@@ -124,7 +130,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        for name in ("momentum", "weight_decay"):
+        for name in ("momentum", "weight_decay", "checkpoint_minutes"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -4,7 +4,7 @@ The phases, in order: check the inputs (:func:`check_cache`, the out dir), enter
 :func:`~cutpaste_lib.train.determinism.deterministic_mode` and seed, read the checkpoint to
 resume (:func:`_resume_state`), build the model, optimizer and random streams and restore them
 (:func:`_prepare`), then :func:`_run_steps` with a :class:`~cutpaste_lib.train.logger.TrainLogger`
-and a :class:`~cutpaste_lib.train.checkpoint.Checkpointer`, under
+and a :class:`~cutpaste_lib.train.checkpointer.Checkpointer`, under
 :func:`~cutpaste_lib.train.signals.stop_requests`.
 """
 
@@ -23,12 +23,12 @@ from cutpaste_lib.data import ImageCache
 from cutpaste_lib.model import CutPasteModel, build_model
 from cutpaste_lib.precision import compute_precision
 from cutpaste_lib.train.checkpoint import (
-    Checkpointer,
     check_out_dir,
     check_resume,
     read_checkpoint,
     restore_training_state,
 )
+from cutpaste_lib.train.checkpointer import Checkpointer
 from cutpaste_lib.train.config import HISTORY_KEYS, TrainConfig, TrainingInterrupted, TrainResult
 from cutpaste_lib.train.determinism import deterministic_mode, seed_everything
 from cutpaste_lib.train.logger import TrainLogger
