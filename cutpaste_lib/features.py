@@ -1,7 +1,7 @@
 """Pooled encoder features of images, through the image cache: the input of every density.
 
 * :func:`extract_features`: float32 ``(N, D)`` features of an ImageCache or an image tensor
-  (eval mode, ``inference_mode``, bf16 autocast on CUDA);
+  (eval mode, ``inference_mode``, fp32 arithmetic: these features feed a Gaussian);
 * :func:`embed`: the same for an ImageCache, as :class:`~cutpaste_lib.density.Embeddings` carrying
   the cache's split, labels and defect types (what a density is fitted on and scores);
 * :func:`embed_augmented`: CutPaste / Scar embeddings for the t-SNE figure only (paper Figure 3);
@@ -24,7 +24,7 @@ from cutpaste_lib import augment
 from cutpaste_lib.data import normalize
 from cutpaste_lib.density import Embeddings
 from cutpaste_lib.model import eval_mode
-from cutpaste_lib.precision import compute_precision
+from cutpaste_lib.precision import feature_precision
 
 __all__ = ["embed", "embed_augmented", "extract_features"]
 
@@ -67,7 +67,8 @@ def extract_features(
         images: an :class:`~cutpaste_lib.data.ImageCache` or a uint8 / float-in-[0, 1] (N, 3, H, W) tensor.
             They are ImageNet-normalised here (:func:`cutpaste_lib.data.normalize`).
         batch_size: images per forward pass.
-        device: where to run; default the model's device. CUDA runs in bf16 autocast with channels_last.
+        device: where to run; default the model's device. fp32 everywhere (channels_last on
+            CUDA): :func:`cutpaste_lib.precision.feature_precision`.
 
     The model runs in eval mode under ``torch.inference_mode`` and is returned to its previous mode.
     If ``device`` differs from the model's device the model is moved there (in place, like ``.to``).
@@ -80,7 +81,7 @@ def extract_features(
     if _model_device(model) != device:
         model = model.to(device)
     fn = _feature_fn(model)
-    policy = compute_precision(device)
+    policy = feature_precision(device)
     out = []
     with eval_mode(model), torch.inference_mode():
         for start in range(0, data.shape[0], batch_size):

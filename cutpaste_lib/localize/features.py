@@ -12,7 +12,7 @@ from cutpaste_lib.config import resolve_device
 from cutpaste_lib.data import normalize
 from cutpaste_lib.localize.patches import PatchGrid, extract_patches
 from cutpaste_lib.model import eval_mode
-from cutpaste_lib.precision import compute_precision
+from cutpaste_lib.precision import feature_precision
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
@@ -23,9 +23,10 @@ def encoder_of(model: nn.Module) -> nn.Module:
 def encode(encoder: nn.Module, patches: Tensor, max_patches: int) -> Tensor:
     """Pooled features (B, D) float32 of normalised patches (B, C, p, p), ``max_patches`` per pass.
 
-    The network runs under :func:`cutpaste_lib.precision.compute_precision` of the patches' device.
+    The network runs in fp32 (:func:`cutpaste_lib.precision.feature_precision`): these features
+    feed a Gaussian.
     """
-    precision = compute_precision(patches.device)
+    precision = feature_precision(patches.device)
     out = []
     for k in range(0, patches.shape[0], max_patches):
         x = precision.prepare(patches[k : k + max_patches])
