@@ -13,16 +13,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from cutpaste_lib.commands import _args
-
-
-def _shard(text: str) -> tuple[int, int]:
-    from cutpaste_lib.reproduce import parse_shard
-
-    try:
-        return parse_shard(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from cutpaste_lib.commands import _args, _reproduce_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -115,7 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--shard",
-        type=_shard,
+        type=_reproduce_args.shard,
         metavar="i/n",
         help="run only shard i (0-based, like SLURM_ARRAY_TASK_ID) of n disjoint shards; "
         "writes DIR/results.shard-i-of-n.csv for --merge",
@@ -200,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         for k in ("steps", "batch_size", "image_size", "patch_size")
         if getattr(args, k) is not None
     }
-    overrides.update(_patch_sizes(args, base))
+    overrides.update(_reproduce_args.patch_sizes(args, base))
     if args.pretrained:
         overrides.update(pretrained=True, weights=str(args.weights) if args.weights else None)
     if args.compile:
@@ -240,37 +231,6 @@ def run(args: argparse.Namespace) -> int:
     _figure(result.csv, args.out, f"table1{suffix}.png")
     print(f"tables: {tables}")
     return 0
-
-
-def _patch_sizes(args: argparse.Namespace, base) -> dict:
-    """Patch-model sizes that fit ``--image-size``, or a UserError naming the flags.
-
-    Without ``--patch`` no patch model is trained: the preset's patch sizes (still recorded in the
-    results CSV) shrink to the image size instead of refusing it. With ``--patch`` the training
-    crop must fit; the dense test patch (no flag) falls back to the crop when it does not fit.
-    Runs whose sizes already fit keep the preset's values.
-    """
-    from cutpaste_lib.cli import UserError
-
-    image_size = args.image_size or base.image_size
-    patch_size = args.patch_size or base.patch_size
-    if args.patch and patch_size > image_size:
-        have = (
-            f"--image-size {image_size}"
-            if args.image_size
-            else f"the {args.preset} preset's --image-size {image_size}"
-        )
-        if args.patch_size:
-            raise UserError(f"--patch-size {patch_size} is larger than {have}")
-        raise UserError(
-            f"--patch with {have} needs --patch-size <= {image_size} (the {args.preset} "
-            f"preset's patch models train on {patch_size} px crops)"
-        )
-    patch_size = min(patch_size, image_size)
-    out = {"patch_size": patch_size} if patch_size != base.patch_size else {}
-    if base.dense_patch > image_size:
-        out["dense_patch"] = patch_size
-    return out
 
 
 def _remove_new(out: Path, before: set[Path], created: list[Path]) -> None:

@@ -1,4 +1,4 @@
-"""Read folders in the MVTec AD layout, and the per-category metadata the paper relies on.
+"""List folders in the MVTec AD layout (metadata: :mod:`.categories`; decoding: :mod:`.images`).
 
 The layout (the same for the real MVTec AD, for :mod:`.synthetic` output and for your own data)::
 
@@ -8,8 +8,8 @@ The layout (the same for the real MVTec AD, for :mod:`.synthetic` output and for
     ROOT/<category>/ground_truth/<defect>/<stem>_mask.png   pixel masks (0 background, 255 defect)
 
 Images may be .png .jpg .jpeg .bmp .tif .tiff (any case), of any size and aspect ratio, in
-grayscale, RGB, RGBA or palette mode: :func:`read_image` always returns RGB. Listing order is
-deterministic (``good`` first, then defect types alphabetically, files by name).
+grayscale, RGB, RGBA or palette mode: :func:`~.images.read_image` always returns RGB. Listing
+order is deterministic (``good`` first, then defect types alphabetically, files by name).
 
 Example:
     >>> from cutpaste_lib.data import category_info, load_split
@@ -22,89 +22,45 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
+from cutpaste_lib.data.categories import (
+    MVTEC_CATEGORIES,
+    MVTEC_OBJECTS,
+    MVTEC_TEXTURES,
+    SYNTHETIC_CATEGORIES,
+    CategoryInfo,
+    Kind,
+    category_info,
+)
+from cutpaste_lib.data.images import read_image, read_mask
 from cutpaste_lib.errors import DataNotFoundError, DatasetError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MVTEC_CATEGORIES",
+    "MVTEC_OBJECTS",
+    "MVTEC_TEXTURES",
+    "SYNTHETIC_CATEGORIES",
+    "CategoryInfo",
+    "Kind",
+    "Sample",
+    "Split",
+    "category_info",
+    "find_mask",
+    "is_image_file",
+    "list_categories",
+    "load_split",
+    "read_image",
+    "read_mask",
+]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """Suffixes read as images (compared case-insensitively); other files are ignored."""
 
-MVTEC_TEXTURES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
-MVTEC_OBJECTS: tuple[str, ...] = (
-    "bottle",
-    "cable",
-    "capsule",
-    "hazelnut",
-    "metal_nut",
-    "pill",
-    "screw",
-    "toothbrush",
-    "transistor",
-    "zipper",
-)
-MVTEC_CATEGORIES: tuple[str, ...] = MVTEC_TEXTURES + MVTEC_OBJECTS
-"""The 15 MVTec AD categories in the paper's table order (textures first)."""
-
-SYNTHETIC_CATEGORIES: tuple[str, ...] = ("synth_carpet", "synth_grid", "synth_washer")
-"""Categories written by :func:`cutpaste_lib.data.generate_synthetic`."""
-
-# Our choice (README, "where we chose"; the paper does not state it): objects photographed in a
-# fixed pose get one Gaussian per location; textures, hazelnut and screw (free rotation) share one
-# Gaussian over all locations. metal_nut counts as aligned: its nuts lie in one orientation, which
-# is what makes its "flip" defect (a nut upside down) an anomaly.
-_ALIGNED_OBJECTS = frozenset(
-    {"bottle", "cable", "capsule", "metal_nut", "pill", "toothbrush", "transistor", "zipper"}
-)
-_TEXTURES = frozenset(MVTEC_TEXTURES) | {"synth_carpet", "synth_grid"}
-_KNOWN_OBJECTS = frozenset(MVTEC_OBJECTS) | {"synth_washer"}
-_ALIGNED = _ALIGNED_OBJECTS | {"synth_washer"}
-
-Kind = Literal["texture", "object"]
 Split = Literal["train", "test"]
-
-
-@dataclass(frozen=True)
-class CategoryInfo:
-    """What the pipeline needs to know about a category.
-
-    Attributes:
-        name: folder name of the category.
-        kind: ``"texture"`` (stationary pattern) or ``"object"``.
-        aligned: the object always appears in the same pose, so localization may fit one
-            Gaussian per feature-map location instead of one shared by all locations.
-    """
-
-    name: str
-    kind: Kind
-    aligned: bool
-
-
-def category_info(
-    name: str, *, kind: Kind | None = None, aligned: bool | None = None
-) -> CategoryInfo:
-    """Metadata of a category: the MVTec categories of the paper, the synthetic ones, or defaults.
-
-    Unknown names (your own data) default to ``kind="object", aligned=False``, i.e. one
-    Gaussian shared by all locations, which is the safe choice when the pose varies.
-    ``kind`` and ``aligned`` override the table.
-
-    Raises:
-        ValueError: ``kind`` is not ``"texture"`` or ``"object"``.
-    """
-    if kind is not None and kind not in ("texture", "object"):
-        raise ValueError(f"kind must be 'texture' or 'object', got {kind!r}")
-    known_kind: Kind = "texture" if name in _TEXTURES else "object"
-    return CategoryInfo(
-        name=name,
-        kind=known_kind if kind is None else kind,
-        aligned=(name in _ALIGNED) if aligned is None else bool(aligned),
-    )
 
 
 @dataclass(frozen=True)
@@ -245,91 +201,3 @@ def load_split(
     if not samples:
         raise DatasetError(f"no test images in {split_dir}")
     return samples
-
-
-def _open(path: Path) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()  # decode now so a truncated file fails here, naming the file
-    except FileNotFoundError:
-        raise DataNotFoundError(f"image not found: {path}") from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise DatasetError(
-            f"cannot read image {path}: {exc} (corrupt or truncated file?)"
-        ) from None
-    return image
-
-
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit and float images (some TIFFs) scaled to 8 bit instead of being clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = float(array.max()) if array.size else 0.0
-        if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
-            scale = 65535.0  # 16-bit data (PIL opens some 16-bit PNGs as mode "I")
-        elif image.mode == "F" and peak <= 1.0:
-            scale = 1.0  # float image in [0, 1]
-        else:
-            scale = 255.0 if peak <= 255 else peak
-        array = np.clip(array / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(array, mode="L")
-    return image
-
-
-def read_image(path: str | Path) -> Image.Image:
-    """Decode an image file as RGB (grayscale replicated, alpha dropped, palette expanded).
-
-    Raises:
-        DataNotFoundError: the file does not exist.
-        DatasetError: the file is corrupt, truncated or not an image (the message names it).
-    """
-    image = _to_8bit(_open(Path(path)))
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    return image.convert("RGB") if image.mode != "RGB" else image
-
-
-def read_mask(
-    path: str | Path, size: tuple[int, int], *, image_size: tuple[int, int] | None = None
-) -> np.ndarray:
-    """Read a ground-truth mask as a boolean (H, W) array at ``size`` = (H, W).
-
-    Binarisation: a mask whose values are only 0/1 is used as is; otherwise pixels >= 128 are
-    defective (robust to JPEG noise around 0/255 masks). Resizing is nearest-neighbour, so the
-    mask stays binary.
-
-    Args:
-        path: the mask file.
-        size: (H, W) of the output.
-        image_size: (H, W) of the image the mask belongs to, at its original resolution. When
-            given, a mask of another size with the same aspect ratio (within 2 %) is resized with
-            a warning; another aspect ratio means it belongs to another image: an error.
-
-    Raises:
-        DatasetError: corrupt mask, or its aspect ratio differs from its image's.
-    """
-    path = Path(path)
-    mask = _to_8bit(_open(path))
-    if mask.mode != "L":
-        mask = mask.convert("L")
-    w, h = mask.size
-    if image_size is not None and (h, w) != tuple(image_size):
-        ih, iw = image_size
-        if abs((w / h) / (iw / ih) - 1.0) > 0.02:
-            raise DatasetError(
-                f"mask {path} is {w}x{h} but its image is {iw}x{ih} (different aspect ratio: "
-                "is it the mask of another image?)"
-            )
-        warnings.warn(
-            f"mask {path} is {w}x{h}, its image {iw}x{ih}: resizing the mask (nearest)",
-            stacklevel=2,
-        )
-    array = np.asarray(mask)
-    binary = array > 0 if array.max() <= 1 else array >= 128
-    out_h, out_w = size
-    if (h, w) != (out_h, out_w):
-        resized = Image.fromarray(binary.astype(np.uint8) * 255).resize(
-            (out_w, out_h), Image.NEAREST
-        )
-        binary = np.asarray(resized) >= 128
-    return binary
