@@ -20,24 +20,17 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Literal
 
+from cutpaste_lib.data.categories import MVTEC_OBJECTS, MVTEC_TEXTURES
+
 CITATION = (
     "Li, Sohn, Yoon, Pfister. CutPaste: Self-Supervised Learning for Anomaly Detection and "
     "Localization. CVPR 2021 (arXiv:2104.04015)."
 )
 
-TEXTURES: tuple[str, ...] = ("carpet", "grid", "leather", "tile", "wood")
-OBJECTS: tuple[str, ...] = (
-    "bottle",
-    "cable",
-    "capsule",
-    "hazelnut",
-    "metal_nut",
-    "pill",
-    "screw",
-    "toothbrush",
-    "transistor",
-    "zipper",
-)
+# The category names and their order are the data module's (one list in the library); the
+# tables below are checked to cover exactly these (tests/test_paper.py).
+TEXTURES: tuple[str, ...] = MVTEC_TEXTURES
+OBJECTS: tuple[str, ...] = MVTEC_OBJECTS
 CATEGORIES: tuple[str, ...] = TEXTURES + OBJECTS
 """The 15 MVTec AD categories in the paper's table order (textures first)."""
 
