@@ -97,3 +97,24 @@ def require_train_images(cache, minimum: int, root, category: str, why: str) -> 
             f"{folder} has {len(cache)} image(s); {why} needs at least {minimum} "
             "(MVTec AD categories have 60 to 391)"
         )
+
+
+def add_model_inputs(
+    parser: argparse.ArgumentParser,
+    *,
+    checkpoint_help: str,
+    data_help: str = "dataset root in MVTec layout",
+    category_help: str = "category folder under --data, e.g. bottle",
+    out_help: str,
+) -> None:
+    """The flags every command that reads a trained model shares: --checkpoint, --data,
+    --category and --out (each checked by its type before the command starts)."""
+    parser.add_argument("--checkpoint", type=existing_file, required=True, help=checkpoint_help)
+    parser.add_argument("--data", type=existing_dir, required=True, help=data_help)
+    parser.add_argument("--category", required=True, help=category_help)
+    parser.add_argument("--out", type=out_dir, default=None, help=out_help)
+
+
+def add_device(parser: argparse.ArgumentParser, help: str = "cpu, cuda, cuda:N or auto") -> None:
+    """``--device`` (default auto), validated against this machine."""
+    parser.add_argument("--device", type=device, default="auto", help=help)

@@ -62,9 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-size", type=_args.positive_int, default=64, help="working resolution (paper: 256)"
     )
     parser.add_argument("--seeds", type=_args.positive_int, default=1, help="seeds per model")
-    parser.add_argument(
-        "--device", type=_args.device, default="auto", help="cpu, cuda, cuda:N or auto"
-    )
+    _args.add_device(parser)
 
 
 def _dataset_summary(root: Path, categories: list[str]) -> str:

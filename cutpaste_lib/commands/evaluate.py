@@ -19,11 +19,9 @@ import sys
 from pathlib import Path
 
 from cutpaste_lib.commands._args import (
-    device,
-    existing_dir,
-    existing_file,
+    add_device,
+    add_model_inputs,
     non_negative_int,
-    out_dir,
     positive_int,
     require_train_images,
 )
@@ -32,27 +30,14 @@ from cutpaste_lib.commands._args import (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cutpaste_lib.density import DENSITY_METHODS
 
-    parser.add_argument(
-        "--checkpoint",
-        type=existing_file,
-        required=True,
-        help="checkpoint.pt written by `cutpaste train`",
+    add_model_inputs(
+        parser,
+        checkpoint_help="checkpoint.pt written by `cutpaste train`",
+        data_help="dataset root in MVTec layout",
+        category_help="category folder under --data, e.g. screw",
+        out_help="output folder (default: outputs/evaluate/CATEGORY)",
     )
-    parser.add_argument(
-        "--data", type=existing_dir, required=True, help="dataset root in MVTec layout"
-    )
-    parser.add_argument(
-        "--category", required=True, help="category folder under --data, e.g. screw"
-    )
-    parser.add_argument(
-        "--out",
-        type=out_dir,
-        default=None,
-        help="output folder (default: outputs/evaluate/CATEGORY)",
-    )
-    parser.add_argument(
-        "--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)"
-    )
+    add_device(parser, "cpu, cuda, cuda:N or auto (default)")
     parser.add_argument(
         "--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)"
     )

@@ -34,26 +34,12 @@ def target_spec(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        type=_args.existing_file,
-        required=True,
-        help="checkpoint.pt written by `cutpaste train` (an image-level model)",
-    )
-    parser.add_argument(
-        "--data",
-        type=_args.existing_dir,
-        required=True,
-        help="dataset root in MVTec layout (ROOT/CATEGORY/train/good, test/*, ground_truth/*)",
-    )
-    parser.add_argument(
-        "--category", required=True, help="category folder under --data, e.g. bottle"
-    )
-    parser.add_argument(
-        "--out",
-        type=_args.out_dir,
-        default=None,
-        help="output folder (default: outputs/gradcam/CATEGORY)",
+    _args.add_model_inputs(
+        parser,
+        checkpoint_help="checkpoint.pt written by `cutpaste train` (an image-level model)",
+        data_help="dataset root in MVTec layout (ROOT/CATEGORY/train/good, test/*, ground_truth/*)",
+        category_help="category folder under --data, e.g. bottle",
+        out_help="output folder (default: outputs/gradcam/CATEGORY)",
     )
     parser.add_argument(
         "--layer",
@@ -70,9 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Gaussian fitted on clean train images), distance (its square root) or "
         "logit:K (a proxy-class logit)",
     )
-    parser.add_argument(
-        "--device", type=_args.device, default="auto", help="cpu, cuda, cuda:N or auto"
-    )
+    _args.add_device(parser)
     parser.add_argument(
         "--batch-size",
         type=_args.positive_int,

@@ -15,24 +15,12 @@ from cutpaste_lib.commands import _args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        type=_args.existing_file,
-        required=True,
-        help="checkpoint.pt of a patch model (cutpaste train --patch)",
-    )
-    parser.add_argument(
-        "--data",
-        type=_args.existing_dir,
-        required=True,
-        help="dataset root in MVTec layout (ROOT/CATEGORY/train/good, test/*, ground_truth/*)",
-    )
-    parser.add_argument("--category", required=True, help="category to localize, e.g. bottle")
-    parser.add_argument(
-        "--out",
-        type=_args.out_dir,
-        default=None,
-        help="output folder for metrics.json and figures (default outputs/localize/CATEGORY)",
+    _args.add_model_inputs(
+        parser,
+        checkpoint_help="checkpoint.pt of a patch model (cutpaste train --patch)",
+        data_help="dataset root in MVTec layout (ROOT/CATEGORY/train/good, test/*, ground_truth/*)",
+        category_help="category to localize, e.g. bottle",
+        out_help="output folder for metrics.json and figures (default outputs/localize/CATEGORY)",
     )
     parser.add_argument(
         "--patch-size",
@@ -63,9 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "patches that contain it (default, our choice: the border is not darkened); 'plain' is "
         "the paper's form with zero bias, which fades toward the image border",
     )
-    parser.add_argument(
-        "--device", type=_args.device, default="auto", help="cpu, cuda, cuda:N or auto"
-    )
+    _args.add_device(parser)
     parser.add_argument(
         "--max-patches",
         type=_args.positive_int,

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from cutpaste_lib.commands._args import (
-    device,
+    add_device,
     existing_dir,
     existing_file,
     non_negative_float,
@@ -132,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="seeds model init, sampling and augmentation (paper: 5 seeds per number)",
     )
-    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(parser, "auto, cpu, cuda or cuda:N")
     parser.add_argument(
         "--out",
         type=out_dir,
