@@ -53,6 +53,27 @@ def tiny_cache(n: int = 6, size: int = 32, category: str = "toy") -> ImageCache:
     )
 
 
+def cli_train_argv(data, out, *extra: str) -> list[str]:
+    """``cutpaste train`` on synth_grid at 32 px on the CPU with the cheap encoder, no progress bar."""
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--category",
+        "synth_grid",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--encoder",
+        "shufflenet_v2_x0_5",
+        *extra,
+    ]
+
+
 def tiny_config(**kw) -> TrainConfig:
     # shufflenet: the cheapest torchvision encoder with batch norm (resnet18 where its names matter)
     base = dict(
@@ -488,30 +509,18 @@ def test_proxy_confusion_matches_sklearn():
 # ====== CLI ======
 def test_cli_trains_and_writes_the_output_folder(synthetic_root, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = [
-        "train",
-        "--data",
-        str(synthetic_root),
-        "--category",
-        "synth_grid",
+    argv = cli_train_argv(
+        synthetic_root,
+        out,
         "--steps",
         "3",
         "--batch-size",
         "2",
-        "--image-size",
-        "32",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
         "--log-every",
         "1",
         "--variant",
         "scar",
-        "--no-progress",
-        "--encoder",
-        "shufflenet_v2_x0_5",
-    ]
+    )
     assert cli.main(argv) == 0
     assert (out / "checkpoint.pt").is_file() and (out / "config.json").is_file()
     assert any((out / "tb").iterdir())
@@ -682,26 +691,7 @@ def test_cli_ctrl_c_saves_the_step_and_says_how_to_resume(
     synthetic_root, tmp_path, monkeypatch, capsys, sigint_default, overwrite
 ):
     out = tmp_path / "run"
-    argv = [
-        "train",
-        "--data",
-        str(synthetic_root),
-        "--category",
-        "synth_grid",
-        "--steps",
-        "4",
-        "--batch-size",
-        "2",
-        "--image-size",
-        "32",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--encoder",
-        "shufflenet_v2_x0_5",
-    ]
+    argv = cli_train_argv(synthetic_root, out, "--steps", "4", "--batch-size", "2")
     signal_during_step(monkeypatch, 2, signal.SIGINT)
     assert cli.main([*argv, "--overwrite"] if overwrite else argv) == 2
     err = capsys.readouterr().err
@@ -752,26 +742,7 @@ def test_cli_weights_of_another_kind_are_named_in_one_short_line(synthetic_root,
     ]
     for weights, message in cases:
         out = tmp_path / f"out-{weights.name}"
-        argv = [
-            "train",
-            "--data",
-            str(synthetic_root),
-            "--category",
-            "synth_grid",
-            "--steps",
-            "1",
-            "--image-size",
-            "32",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            "--no-progress",
-            "--encoder",
-            "shufflenet_v2_x0_5",
-            "--weights",
-            str(weights),
-        ]
+        argv = cli_train_argv(synthetic_root, out, "--steps", "1", "--weights", str(weights))
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"cutpaste train: error: {message}"), err
