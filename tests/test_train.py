@@ -215,6 +215,47 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert read_checkpoint(resumed.checkpoint)["step"] == 4
 
 
+def test_adamw_resumes_bit_for_bit_and_is_a_resume_key(tmp_path):
+    """The laptop protocol's optimizer: its moment buffers travel in the checkpoint like SGD's
+    momentum, and resuming an AdamW run as SGD (or a pre-optimizer-field SGD run as AdamW) is refused."""
+    cache, config = tiny_cache(), tiny_config(steps=4, optimizer="adamw", lr=1e-3)
+    whole = train(config, cache, out_dir=tmp_path / "whole", progress=False)
+    train(config, cache, out_dir=tmp_path / "split", progress=False, stop_at_step=2)
+    state = read_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert "exp_avg_sq" in next(
+        iter(state["optimizer"]["state"].values())
+    )  # AdamW state, not SGD's
+    resumed = train(config, cache, out_dir=tmp_path / "split", resume=True, progress=False)
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    train(config, cache, out_dir=tmp_path / "again", progress=False, stop_at_step=2)
+    with pytest.raises(CheckpointError, match="optimizer='adamw' but optimizer='sgd'"):
+        train(
+            tiny_config(steps=4, lr=1e-3),
+            cache,
+            out_dir=tmp_path / "again",
+            resume=True,
+            progress=False,
+        )
+    # a checkpoint written before the optimizer field existed was trained with SGD
+    sgd = tiny_config(steps=4)
+    train(sgd, cache, out_dir=tmp_path / "old", progress=False, stop_at_step=2)
+    path = tmp_path / "old" / "checkpoint.pt"
+    old = torch.load(path, weights_only=True)
+    del old["config"]["optimizer"]
+    torch.save(old, path)
+    train(sgd, cache, out_dir=tmp_path / "old", resume=True, progress=False)
+
+
+def test_adamw_and_sgd_take_different_steps_from_the_same_start():
+    cache = tiny_cache()
+    a = train(tiny_config(steps=2, lr=1e-3), cache, progress=False).model
+    b = train(tiny_config(steps=2, lr=1e-3, optimizer="adamw"), cache, progress=False).model
+    assert not torch.equal(a.classifier.weight, b.classifier.weight)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        tiny_config(optimizer="adam")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_checkpoints_the_step_and_resumes_bit_for_bit(
     tmp_path, monkeypatch, sigint_default, sigterm_guard, signum
@@ -636,6 +677,10 @@ def test_cli_every_training_flag_reaches_the_config(synthetic_root):
         "5",
         "--compile",
         "--deterministic",
+        "--optimizer",
+        "adamw",
+        "--head-depth",
+        "2",
     ]
     config = module.build_config(parser.parse_args(argv))
     got = {
@@ -654,6 +699,8 @@ def test_cli_every_training_flag_reaches_the_config(synthetic_root):
             "checkpoint_every",
             "compile",
             "deterministic",
+            "optimizer",
+            "head_depth",
         )
     }
     assert got == {
@@ -670,6 +717,8 @@ def test_cli_every_training_flag_reaches_the_config(synthetic_root):
         "checkpoint_every": 5,
         "compile": True,
         "deterministic": True,
+        "optimizer": "adamw",
+        "head_depth": 2,
     }
     explicit = module.build_config(parser.parse_args([*argv, "--patch-size", "24"]))
     assert explicit.patch_size == 24
@@ -683,7 +732,9 @@ def test_cli_every_training_flag_reaches_the_config(synthetic_root):
         default.image_size,
         default.lr,
         default.patch_size,
-    ) == ("3way", 65_536, 32, 256, 0.03, None)  # the paper's protocol
+        default.optimizer,
+        default.head_depth,
+    ) == ("3way", 65_536, 32, 256, 0.03, None, "sgd", 8)  # the paper's protocol
 
 
 @pytest.mark.parametrize("overwrite", [False, True])

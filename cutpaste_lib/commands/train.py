@@ -124,7 +124,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="learning rate after the warm-up with --transfer (default and paper: 1e-4)",
     )
     parser.add_argument(
-        "--lr", type=positive_float, default=0.03, help="peak SGD learning rate (paper: 0.03)"
+        "--lr", type=positive_float, default=0.03, help="peak learning rate (paper: 0.03 with SGD)"
+    )
+    parser.add_argument(
+        "--head-depth",
+        type=non_negative_int,
+        default=8,
+        help="hidden layers of the projection head (paper: 8; laptop protocol: see README)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        default="sgd",
+        help="sgd (paper: momentum 0.9) or adamw (the laptop protocol's, e.g. with --lr 0.001)",
     )
     parser.add_argument(
         "--seed",
@@ -224,6 +236,8 @@ def build_config(args: argparse.Namespace):
             steps=args.steps,
             batch_size=args.batch_size,
             lr=args.lr,
+            optimizer=args.optimizer,
+            head_depth=args.head_depth,
             image_size=args.image_size,
             patch_size=patch_size,
             seed=args.seed,

@@ -72,7 +72,7 @@ from cutpaste_lib.train.config import (
 from cutpaste_lib.train.confusion import proxy_confusion
 from cutpaste_lib.train.determinism import deterministic_mode, seed_everything
 from cutpaste_lib.train.logger import TENSORBOARD_DIR
-from cutpaste_lib.train.loop import train
+from cutpaste_lib.train.loop import make_optimizer, train
 from cutpaste_lib.train.schedule import cosine_schedule, lr_schedule
 from cutpaste_lib.train.signals import STOP_SIGNALS
 from cutpaste_lib.train.step import compile_model, optimization_step, proxy_step, sample_originals
@@ -104,4 +104,5 @@ __all__ = [
     "sample_originals",
     "seed_everything",
     "train",
+    "make_optimizer",
 ]

@@ -103,9 +103,11 @@ def check_resume(
     """Raise :class:`CheckpointError` unless ``state`` can continue with these settings and data."""
     saved = state["config"]
     for key in RESUME_KEYS:
-        if saved.get(key) != getattr(config, key):
+        # checkpoints from before the optimizer choice were all trained with SGD
+        value = saved.get(key, "sgd" if key == "optimizer" else None)
+        if value != getattr(config, key):
             raise CheckpointError(
-                f"{path} was trained with {key}={saved.get(key)!r} but {key}={getattr(config, key)!r} "
+                f"{path} was trained with {key}={value!r} but {key}={getattr(config, key)!r} "
                 "was asked for: resume with the same settings, or train into another out dir"
             )
     data = data_identity(cache)

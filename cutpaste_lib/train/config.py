@@ -18,6 +18,7 @@ from cutpaste_lib.config import resolve_device
 from cutpaste_lib.model import CutPasteModel, check_encoder_name
 
 PROTOCOLS = ("scratch", "transfer")
+OPTIMIZERS = ("sgd", "adamw")
 HISTORY_KEYS = ("step", "loss", "accuracy", "lr", "images_per_s")
 
 # Settings that change what is trained: a resume must use the same values.
@@ -27,6 +28,7 @@ RESUME_KEYS = (
     "steps",
     "batch_size",
     "lr",
+    "optimizer",
     "momentum",
     "weight_decay",
     "image_size",
@@ -61,6 +63,9 @@ class TrainConfig:
         steps: total SGD updates (65,536 = 256 "epochs" of 256 steps).
         batch_size: original images per step (each brings K views: 3 for 3-way, 2 otherwise).
         lr, momentum, weight_decay: SGD settings (0.03, 0.9, 3e-5); lr follows one cosine cycle.
+        optimizer: "sgd" (the paper's) or "adamw" (``torch.optim.AdamW`` with ``weight_decay``,
+            ``momentum`` unused): the laptop protocol's choice, because from scratch it reaches a
+            given proxy accuracy in fewer steps (benchmarks/RESULTS.md).
         image_size: side of the square training images (the cache must have this size).
         patch_size: crop side for the patch (localization) model, e.g. 64; None = whole image.
         seed: seeds torch (CPU and CUDA), Python, NumPy and the augmentation generator.
@@ -88,6 +93,7 @@ class TrainConfig:
     steps: int = 65_536
     batch_size: int = 32
     lr: float = 0.03
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 3e-5
     image_size: int = 256
@@ -138,6 +144,8 @@ class TrainConfig:
             raise ValueError(
                 f"patch_size must be in [1, image_size={self.image_size}], got {self.patch_size!r}"
             )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if self.protocol == "transfer":

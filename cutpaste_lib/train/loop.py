@@ -153,16 +153,14 @@ def _prepare(
     lr: float,
     state: dict[str, Any] | None,
 ) -> _Run:
-    """Model (initialised from the seeded torch stream), SGD, augmentation stream, images.
+    """Model (initialised from the seeded torch stream), optimizer, augmentation stream, images.
 
     With a checkpoint ``state`` the weights, momentum, step, history and every RNG state are
     then restored from it, so the run continues exactly where it stopped.
     """
     model = build_model(config.model_config(), load_weights=state is None)
     model.to(device, memory_format=compute_precision(device).module_format())
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+    optimizer = make_optimizer(model, config, lr=lr)
     # augmentation parameters are drawn on the CPU and sent in one pinned copy per step
     # (see augment.make_proxy_batch): on a GPU that saves many tiny kernel launches
     generator = torch.Generator()
@@ -181,6 +179,17 @@ def _prepare(
     model_fn = compile_model(model, device) if config.compile else model
     compiler = ProxyCompiler.for_device(device) if config.compile else None
     return _Run(model, model_fn, compiler, optimizer, generator, images, history, start)
+
+
+def make_optimizer(
+    model: torch.nn.Module, config: TrainConfig, *, lr: float
+) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's), or AdamW (``config.optimizer``), at ``lr``."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
 
 
 def _run_steps(
