@@ -1,18 +1,24 @@
 """Run-time configuration shared by the library, the CLI and the notebooks.
 
-One switch shrinks everything for CI and for a first read on a laptop:
-``CUTPASTE_FAST=1`` (also ``true``/``yes``). Every notebook reads :func:`fast_mode`
-in its first cell; :func:`settings` turns it into concrete sizes.
+Three **protocols** size everything (model, training, data), chosen by ``CUTPASTE_PROTOCOL``:
+
+* ``laptop`` (the default): chosen by measurement on a 2-core CPU (``benchmarks/laptop_protocol.py``,
+  ``benchmarks/RESULTS.md``) so that the models of the course learn there in minutes;
+* ``paper``: the paper's protocol (A.1: 256 px, 65,536 steps, 8-layer head), for a GPU;
+* ``smoke``: a shorter laptop protocol that CI runs (``CUTPASTE_FAST=1`` is a synonym);
+  its models still learn, less well, so the notebooks' checks hold in CI too.
+
+Every notebook reads :func:`settings` in its first cell.
 
 Example:
     >>> from cutpaste_lib import config
-    >>> s = config.settings(fast=True)
-    >>> s.image_size, s.steps
-    (64, 30)
+    >>> config.PROTOCOLS["paper"].image_size, config.PROTOCOLS["paper"].steps
+    (256, 65536)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,14 +32,20 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 def fast_mode() -> bool:
-    """True when ``CUTPASTE_FAST`` asks for the small, CPU-friendly settings."""
+    """True when ``CUTPASTE_FAST`` asks for the CI settings (the ``smoke`` protocol)."""
     return os.environ.get("CUTPASTE_FAST", "").strip().lower() in _TRUE
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes used by notebooks and the demo. Full mode follows the paper (README: "Faithful to the paper")."""
+    """What one protocol trains: model, schedule, resolution and data sizes.
 
+    ``steps``/``lr``/``batch_size`` are those of the image-level model, ``patch_steps`` those of the
+    patch (localization) model; both are 3-way, ResNet-18 from scratch unless ``encoder`` says
+    otherwise.
+    """
+
+    name: str
     image_size: int
     steps: int
     batch_size: int  # original images per step (3-way: 3x as many classifier inputs)
@@ -42,12 +54,18 @@ class Settings:
     dense_stride: int
     synth_size: int  # source resolution of the generated synthetic images
     synth_train: int  # good training images per synthetic category
+    patch_steps: int  # training steps of the patch model
+    lr: float = 0.03  # peak learning rate, one cosine cycle (paper A.1: SGD 0.03)
+    optimizer: str = "sgd"  # "sgd" (paper) or "adamw"
+    head_depth: int = 8  # hidden layers of the projection head (paper: 8 x 512)
+    encoder: str = "resnet18"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 PAPER = Settings(
+    name="paper",
     image_size=256,
     steps=65_536,
     batch_size=32,
@@ -56,30 +74,74 @@ PAPER = Settings(
     dense_stride=4,
     synth_size=256,
     synth_train=120,
+    patch_steps=65_536,
 )
-FAST = Settings(
+LAPTOP = Settings(
+    name="laptop",
     image_size=64,
-    steps=30,
-    batch_size=8,
+    steps=500,
+    batch_size=16,
     patch_size=32,
     dense_patch=16,
     dense_stride=4,
     synth_size=128,
-    synth_train=24,
+    synth_train=120,
+    patch_steps=600,
+    lr=1e-3,
+    optimizer="adamw",
+    head_depth=1,
 )
+"""Chosen by measurement on 2 CPU cores (benchmarks/RESULTS.md): the paper's encoder and 3-way task,
+a 1-layer head and AdamW so that a few hundred steps learn, 64 px so that a step takes about a second."""
+SMOKE = dataclasses.replace(LAPTOP, name="smoke", steps=150, patch_steps=200)
+"""The laptop protocol, shorter: what CI trains. Same data and sizes, so the outputs CI compares match."""
+FAST = SMOKE
+"""The CI settings under their old name (``CUTPASTE_FAST=1``)."""
+
+PROTOCOLS: dict[str, Settings] = {s.name: s for s in (PAPER, LAPTOP, SMOKE)}
 
 
-def settings(fast: bool | None = None) -> Settings:
-    """Paper settings, or the fast ones when ``fast`` (default: :func:`fast_mode`)."""
-    return FAST if (fast_mode() if fast is None else fast) else PAPER
+def protocol() -> str:
+    """The protocol asked for: ``CUTPASTE_PROTOCOL``, else ``smoke`` under ``CUTPASTE_FAST``, else
+    ``laptop``. A CPU never gets the paper's weeks of training unless someone asks for them."""
+    name = os.environ.get("CUTPASTE_PROTOCOL", "").strip().lower()
+    if not name:
+        return "smoke" if fast_mode() else "laptop"
+    if name not in PROTOCOLS:
+        raise ValueError(
+            f"CUTPASTE_PROTOCOL={name!r} is not a protocol: use one of {', '.join(PROTOCOLS)}"
+        )
+    return name
+
+
+def settings(fast: bool | None = None, *, protocol_name: str | None = None) -> Settings:
+    """The settings of ``protocol_name`` (default :func:`protocol`); ``fast=True`` means ``smoke``,
+    ``fast=False`` the paper's (the meaning these flags had before the laptop protocol)."""
+    if protocol_name is None:
+        protocol_name = protocol() if fast is None else ("smoke" if fast else "paper")
+    try:
+        return PROTOCOLS[protocol_name]
+    except KeyError:
+        raise ValueError(
+            f"unknown protocol {protocol_name!r}: use one of {', '.join(PROTOCOLS)}"
+        ) from None
+
+
+def synthetic_folder(s: Settings) -> Path:
+    """Where the synthetic set of settings ``s`` is generated: one folder per data size, so the
+    laptop and smoke protocols share theirs (``data/synthetic_128px_120``); the paper's is
+    ``data/synthetic``."""
+    if (s.synth_size, s.synth_train) == (PAPER.synth_size, PAPER.synth_train):
+        return REPO_ROOT / "data" / "synthetic"
+    return REPO_ROOT / "data" / f"synthetic_{s.synth_size}px_{s.synth_train}"
 
 
 def data_root() -> Path:
-    """Dataset root: ``CUTPASTE_DATA`` if set, else the generated synthetic set under ``data/``."""
+    """Dataset root: ``CUTPASTE_DATA`` if set, else the protocol's synthetic set under ``data/``."""
     env = os.environ.get("CUTPASTE_DATA")
     if env:
         return Path(env).expanduser()
-    return REPO_ROOT / "data" / ("synthetic_fast" if fast_mode() else "synthetic")
+    return synthetic_folder(settings())
 
 
 def shared_dataset(name: str) -> Path | None:

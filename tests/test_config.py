@@ -13,9 +13,10 @@ from cutpaste_lib import config
     [("1", True), ("true", True), ("YES", True), ("0", False), ("", False), ("no", False)],
 )
 def test_fast_mode_reads_env(monkeypatch, value, expected):
+    monkeypatch.delenv("CUTPASTE_PROTOCOL", raising=False)
     monkeypatch.setenv("CUTPASTE_FAST", value)
     assert config.fast_mode() is expected
-    assert config.settings() == (config.FAST if expected else config.PAPER)
+    assert config.settings() == (config.SMOKE if expected else config.LAPTOP)
 
 
 def test_paper_settings_follow_the_paper():
@@ -35,7 +36,10 @@ def test_data_root_prefers_env(monkeypatch, tmp_path):
     assert config.data_root() == tmp_path
     monkeypatch.delenv("CUTPASTE_DATA")
     monkeypatch.setenv("CUTPASTE_FAST", "1")
-    assert config.data_root().name == "synthetic_fast"
+    monkeypatch.delenv("CUTPASTE_PROTOCOL", raising=False)
+    assert config.data_root() == config.REPO_ROOT / "data" / "synthetic_128px_120"
+    monkeypatch.setenv("CUTPASTE_PROTOCOL", "paper")
+    assert config.data_root() == config.REPO_ROOT / "data" / "synthetic"
 
 
 def test_shared_dataset_env_override(monkeypatch, tmp_path):

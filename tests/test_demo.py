@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +11,10 @@ from cutpaste_lib import cli
 
 
 @pytest.mark.slow
-def test_demo_numbers_agree_with_the_grid_csv_and_the_cli_metrics(synthetic_root, tmp_path, capsys):
-    out = tmp_path / "demo"
+def test_demo_numbers_agree_with_the_cli_metrics_and_models_are_reused(
+    synthetic_root, tmp_path, capsys
+):
+    out, models = tmp_path / "demo", tmp_path / "models"
     args = [
         "demo",
         "--data",
@@ -23,51 +25,59 @@ def test_demo_numbers_agree_with_the_grid_csv_and_the_cli_metrics(synthetic_root
         "synth_grid",
         "--steps",
         "2",
+        "--batch-size",
+        "4",
         "--image-size",
         "32",
+        "--models",
+        str(models),
+        "--protocol",
+        "laptop",
         "--device",
         "cpu",
     ]
     assert cli.main(args) == 0
-    summary = json.loads((out / "summary.json").read_text())["rows"]
-    assert [r["category"] for r in summary] == ["synth_grid"]
-    row = summary[0]
+    first = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    row = summary["rows"][0]
+    assert [r["category"] for r in summary["rows"]] == ["synth_grid"]
     evaluate = json.loads((out / "synth_grid" / "evaluate" / "metrics.json").read_text())
     localize = json.loads((out / "synth_grid" / "localize" / "metrics.json").read_text())
-    with open(out / "reproduce" / "results.csv", newline="") as f:
-        grid = {(r["variant"], r["mode"]): r for r in csv.DictReader(f)}
-    # the grid job and the evaluate/localize commands computed the same numbers from the same checkpoints
-    assert (
-        row["image_auroc"]
-        == evaluate["image_auroc"]
-        == pytest.approx(float(grid["3way", "image"]["image_auroc"]))
-    )
-    assert (
-        row["pixel_auroc"]
-        == localize["pixel_auroc"]
-        == pytest.approx(float(grid["3way", "patch"]["pixel_auroc"]))
-    )
-    assert row["aupro"] == localize["aupro"] == pytest.approx(float(grid["3way", "patch"]["aupro"]))
-    # the proxy accuracy is the diagonal of the confusion matrix of the saved image model
+    # the summary reports what the evaluate/localize commands computed from the course models
+    assert row["image_auroc"] == evaluate["image_auroc"]
+    assert row["pixel_auroc"] == localize["pixel_auroc"] and row["aupro"] == localize["aupro"]
+    from cutpaste_lib import config
+    from cutpaste_lib.course import untrained_model
     from cutpaste_lib.data import load_cache
+    from cutpaste_lib.evaluate import evaluate as evaluate_model
     from cutpaste_lib.train import load_checkpoint, proxy_confusion
 
-    ckpt = out / "reproduce" / "jobs" / "synth_grid" / "3way-image" / "seed0" / "checkpoint.pt"
-    model, _ = load_checkpoint(ckpt, device="cpu")
-    confusion = proxy_confusion(
-        model,
-        load_cache(synthetic_root, "synth_grid", "train", 32),
-        "3way",
-        batch_size=8,
+    train_cache = load_cache(synthetic_root, "synth_grid", "train", 32)
+    model, saved = load_checkpoint(Path(row["image_model"]) / "checkpoint.pt", device="cpu")
+    assert (saved["steps"], saved["batch_size"], saved["image_size"]) == (2, 4, 32)
+    confusion = proxy_confusion(model, train_cache, "3way", batch_size=16, device="cpu")
+    assert row["proxy_accuracy"] == pytest.approx(confusion.trace() / confusion.sum())
+    # the baseline column: the untrained encoder of the same architecture, evaluated the same way
+    baseline = evaluate_model(
+        untrained_model(config.settings(protocol_name="laptop")),
+        train_cache,
+        load_cache(synthetic_root, "synth_grid", "test", 32),
         device="cpu",
     )
-    assert row["proxy_accuracy"] == pytest.approx(confusion.trace() / confusion.sum())
+    assert row["untrained_image_auroc"] == pytest.approx(baseline.image_auroc)
     for name in ("roc.png", "score_histogram.png", "tsne.png"):
         assert (out / "synth_grid" / "evaluate" / name).stat().st_size > 0
     assert (out / "synth_grid" / "localize" / "heatmaps.png").stat().st_size > 0
-    assert "synth_grid" in (out / "summary.md").read_text()
-    assert (out / "reproduce" / "tables.md").is_file()
-    assert "== summary" in capsys.readouterr().out
+    text = (out / "summary.md").read_text()
+    assert "untrained encoder" in text and "commit" in text and "laptop protocol" in text
+    assert "trained in" in first and "== summary" in first
+    # a second demo loads both course models instead of training them, and reports the same numbers
+    assert cli.main(args) == 0
+    assert "trained in" not in capsys.readouterr().out
+    again = json.loads((out / "summary.json").read_text())["rows"][0]
+    assert {k: again[k] for k in ("image_auroc", "pixel_auroc", "aupro", "proxy_accuracy")} == {
+        k: row[k] for k in ("image_auroc", "pixel_auroc", "aupro", "proxy_accuracy")
+    }
 
 
 def test_demo_rejects_unknown_categories(synthetic_root, tmp_path, capsys):

@@ -327,6 +327,7 @@ def test_normal_images_vary_textures_drift_objects_stay_aligned():
 @pytest.fixture
 def tiny_settings(monkeypatch):
     tiny = config.Settings(
+        name="tiny",
         image_size=32,
         steps=1,
         batch_size=2,
@@ -335,8 +336,9 @@ def tiny_settings(monkeypatch):
         dense_stride=4,
         synth_size=32,
         synth_train=2,
+        patch_steps=1,
     )
-    monkeypatch.setattr(config, "settings", lambda fast=None: tiny)
+    monkeypatch.setattr(config, "settings", lambda fast=None, protocol_name=None: tiny)
     monkeypatch.delenv("CUTPASTE_DATA", raising=False)
     return tiny
 

@@ -1,23 +1,28 @@
-"""``cutpaste demo``: the whole pipeline on the embedded synthetic data, small CPU settings.
+"""``cutpaste demo``: the whole pipeline on the embedded synthetic data, under the laptop protocol.
 
 What it runs, per synthetic category (texture, regular texture, aligned object):
 
 1. ``cutpaste synth`` data (skipped when already there), a summary of its counts;
-2. a 3-way image model and a 3-way patch model, trained from scratch through the resumable
-   ``reproduce`` grid (its CSV and Markdown tables are the demo's numbers);
+2. the category's two **course models** (:mod:`cutpaste_lib.course`): a 3-way image model and a
+   3-way patch model, trained from scratch once and stored, so the notebooks and a second demo
+   load them instead of training again;
 3. ``cutpaste evaluate`` on the image model: Gaussian density on clean train embeddings, image AUROC,
-   ROC / score histograms / t-SNE figures; the proxy-task accuracy on fresh augmented batches;
+   ROC / score histograms / t-SNE figures; the same for the untrained encoder (the baseline every
+   number is read against); the proxy-task accuracy on fresh augmented batches;
 4. ``cutpaste localize`` on the patch model: heatmap gallery, pixel AUROC, AUPRO.
 
-The settings are far below the paper's (65,536 steps at 256 px): the demo shows that every stage
-works and where its outputs go, in a few minutes on two CPU cores. Its numbers are for the
-synthetic data only and are not comparable with the paper's MVTec AD tables.
+The protocol is ``config.settings()`` (``laptop`` unless ``CUTPASTE_PROTOCOL`` or ``--protocol``
+says otherwise); ``--steps``, ``--batch-size`` and ``--image-size`` override it. Its numbers are for
+the synthetic data only and are not comparable with the paper's MVTec AD tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -25,6 +30,8 @@ from cutpaste_lib.commands import _args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cutpaste_lib.config import PROTOCOLS
+
     parser.add_argument(
         "--out",
         type=_args.out_dir,
@@ -35,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         type=_args.existing_dir,
         default=None,
-        help="dataset root in MVTec layout (default: the fast synthetic set, generated "
+        help="dataset root in MVTec layout (default: the protocol's synthetic set, generated "
         "under data/ on first use)",
     )
     parser.add_argument(
@@ -46,23 +53,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="categories to run (default: all synthetic categories)",
     )
     parser.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        default=None,
+        help="settings to train with (default: CUTPASTE_PROTOCOL, else laptop; see README)",
+    )
+    parser.add_argument(
         "--steps",
         type=_args.positive_int,
-        default=80,
-        help="training steps per model (paper: 65,536; the default keeps the demo to "
-        "about five minutes on 2 CPU cores)",
+        default=None,
+        help="training steps of both models (default: the protocol's)",
     )
     parser.add_argument(
         "--batch-size",
         type=_args.positive_int,
-        default=8,
-        help="original images per step (3-way: 3x as many classifier inputs)",
+        default=None,
+        help="original images per step (3-way: 3x as many classifier inputs; default: the protocol's)",
     )
     parser.add_argument(
-        "--image-size", type=_args.positive_int, default=64, help="working resolution (paper: 256)"
+        "--image-size",
+        type=_args.positive_int,
+        default=None,
+        help="working resolution (default: the protocol's; paper: 256)",
     )
-    parser.add_argument("--seeds", type=_args.positive_int, default=1, help="seeds per model")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="where course models are stored (default: CUTPASTE_MODELS, else runs/course)",
+    )
     _args.add_device(parser)
+
+
+def demo_settings(args: argparse.Namespace):
+    """The protocol's settings with the flags' overrides (a patch crop of half the image side)."""
+    from cutpaste_lib import config
+
+    s = config.settings(protocol_name=args.protocol)
+    changes = {}
+    if args.steps is not None:
+        changes.update(steps=args.steps, patch_steps=args.steps)
+    if args.batch_size is not None:
+        changes["batch_size"] = args.batch_size
+    if args.image_size is not None:
+        crop = max(8, args.image_size // 2)
+        changes.update(image_size=args.image_size, patch_size=crop, dense_patch=crop // 2)
+    return dataclasses.replace(s, **changes) if changes else s
+
+
+def _commit() -> str:
+    from cutpaste_lib.config import REPO_ROOT
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 def _dataset_summary(root: Path, categories: list[str]) -> str:
@@ -82,18 +133,20 @@ def _dataset_summary(root: Path, categories: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     from cutpaste_lib import cli, io
     from cutpaste_lib.config import resolve_device
+    from cutpaste_lib.course import course_model, untrained_model
     from cutpaste_lib.data import (
         SYNTHETIC_CATEGORIES,
         ensure_synthetic,
         list_categories,
         load_cache,
     )
-    from cutpaste_lib.reproduce import GridSettings, run_grid, write_tables
-    from cutpaste_lib.train import load_checkpoint, proxy_confusion
+    from cutpaste_lib.evaluate import evaluate
+    from cutpaste_lib.train import proxy_confusion
 
     start = time.perf_counter()
     device = str(resolve_device(args.device))
-    root = Path(args.data) if args.data else ensure_synthetic(fast=True)
+    s = demo_settings(args)
+    root = Path(args.data) if args.data else ensure_synthetic(protocol_name=s.name)
     available = list_categories(root)
     categories = args.categories or [c for c in SYNTHETIC_CATEGORIES if c in available] or available
     unknown = sorted(set(categories) - set(available))
@@ -102,89 +155,32 @@ def run(args: argparse.Namespace) -> int:
             f"--categories {' '.join(unknown)} not found under {root}; found: {', '.join(available)}"
         )
     print(f"== data: {root}\n{_dataset_summary(root, categories)}\n")
-
     out = Path(args.out)
-    # Paper: 64 px training crops of the 256 px image, dense 32 px patches at stride 4. At the demo's
-    # small resolution the crop keeps half the image side (as in fast mode) and the stride stays 4.
-    crop = max(8, args.image_size // 2)
-    settings = GridSettings(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        patch_size=crop,
-        dense_patch=crop // 2,
-        dense_stride=4,
-    )
-    print(
-        f"== training 3-way image and patch models ({args.steps} steps, batch {args.batch_size}, "
-        f"{args.image_size} px, from scratch, device {device})"
-    )
-    grid = run_grid(
-        root,
-        out / "reproduce",
-        categories=categories,
-        variants=("3way",),
-        seeds=range(args.seeds),
-        settings=settings,
-        patch=("3way",),
-        device=device,
-        progress=True,
-    )
-    tables = write_tables(grid.csv, out / "reproduce")
-
     summary = []
     for cat in categories:
-        job = out / "reproduce" / "jobs" / cat
-        image_ckpt = job / "3way-image" / "seed0" / "checkpoint.pt"
-        patch_ckpt = job / "3way-patch" / "seed0" / "checkpoint.pt"
-        print(f"\n== {cat}: evaluate (image model)")
+        train_cache = load_cache(root, cat, "train", s.image_size)
+        test_cache = load_cache(root, cat, "test", s.image_size)
+        print(f"== {cat}: course models ({s.name} protocol)")
+        image = course_model(train_cache, "image", settings=s, device=device, root=args.models)
+        patch = course_model(train_cache, "patch", settings=s, device=device, root=args.models)
+        print(f"== {cat}: evaluate (image model)")
+        shared = ["--data", str(root), "--category", cat, "--device", device]
         code = cli.main(
-            [
-                "evaluate",
-                "--checkpoint",
-                str(image_ckpt),
-                "--data",
-                str(root),
-                "--category",
-                cat,
-                "--out",
-                str(out / cat / "evaluate"),
-                "--device",
-                device,
-            ]
+            ["evaluate", "--checkpoint", str(image.folder / "checkpoint.pt"), *shared]
+            + ["--out", str(out / cat / "evaluate")]
         )
         if code:
             return code
         print(f"== {cat}: localize (patch model)")
         code = cli.main(
-            [
-                "localize",
-                "--checkpoint",
-                str(patch_ckpt),
-                "--data",
-                str(root),
-                "--category",
-                cat,
-                "--out",
-                str(out / cat / "localize"),
-                "--device",
-                device,
-                "--patch-size",
-                str(settings.dense_patch),
-                "--stride",
-                str(settings.dense_stride),
-            ]
+            ["localize", "--checkpoint", str(patch.folder / "checkpoint.pt"), *shared]
+            + ["--out", str(out / cat / "localize"), "--patch-size", str(s.dense_patch)]
+            + ["--stride", str(s.dense_stride)]
         )
         if code:
             return code
-        model, _ = load_checkpoint(image_ckpt, device=device)
-        confusion = proxy_confusion(
-            model,
-            load_cache(root, cat, "train", args.image_size),
-            "3way",
-            batch_size=args.batch_size,
-            device=device,
-        )
+        baseline = evaluate(untrained_model(s), train_cache, test_cache, device=device)
+        confusion = proxy_confusion(image.model, train_cache, "3way", batch_size=16, device=device)
         image_metrics = json.loads((out / cat / "evaluate" / "metrics.json").read_text())
         pixel_metrics = json.loads((out / cat / "localize" / "metrics.json").read_text())
         summary.append(
@@ -192,28 +188,46 @@ def run(args: argparse.Namespace) -> int:
                 "category": cat,
                 "proxy_accuracy": float(confusion.trace() / confusion.sum()),
                 "image_auroc": image_metrics["image_auroc"],
+                "untrained_image_auroc": baseline.image_auroc,
                 "pixel_auroc": pixel_metrics["pixel_auroc"],
                 "aupro": pixel_metrics["aupro"],
                 "patch_image_auroc": pixel_metrics.get("image_auroc"),
+                "image_model": str(image.folder),
+                "patch_model": str(patch.folder),
+                "train_seconds": {"image": image.train_seconds, "patch": patch.train_seconds},
             }
         )
 
-    header = "| category | 3-way proxy accuracy | image AUROC | pixel AUROC | AUPRO |\n|---|---:|---:|---:|---:|"
+    header = (
+        "| category | 3-way proxy accuracy | image AUROC | untrained encoder | pixel AUROC | AUPRO |\n"
+        "|---|---:|---:|---:|---:|---:|"
+    )
     rows = [
-        f"| {r['category']} | {r['proxy_accuracy']:.3f} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
-        f"{r['aupro']:.3f} |"
+        f"| {r['category']} | {r['proxy_accuracy']:.3f} | {r['image_auroc']:.3f} | "
+        f"{r['untrained_image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['aupro']:.3f} |"
         for r in summary
     ]
+    mean = {
+        k: sum(r[k] for r in summary) / len(summary)
+        for k in ("proxy_accuracy", "image_auroc", "untrained_image_auroc", "pixel_auroc", "aupro")
+    }
+    rows.append(
+        f"| **mean** | {mean['proxy_accuracy']:.3f} | {mean['image_auroc']:.3f} | "
+        f"{mean['untrained_image_auroc']:.3f} | {mean['pixel_auroc']:.3f} | {mean['aupro']:.3f} |"
+    )
     note = (
-        f"Synthetic data ({root}), {args.steps} steps, batch {args.batch_size}, {args.image_size} px, "
-        f"ResNet-18 from scratch, seed 0, device {device}. Not comparable with the paper's MVTec AD numbers."
+        f"Synthetic data ({root}), {s.name} protocol: {s.encoder} from scratch, head {s.head_depth} x 512, "
+        f"{s.image_size} px, batch {s.batch_size}, SGD lr {s.lr}, {s.steps} steps (patch model: "
+        f"{s.patch_steps} steps on {s.patch_size} px crops), seed 0; device {device} "
+        f"({platform.machine()}), commit {_commit()}, {time.strftime('%Y-%m-%d')}. "
+        "Not comparable with the paper's MVTec AD numbers."
     )
     text = "\n".join([header, *rows, "", note])
     io.write_text(out / "summary.md", text + "\n")
-    io.write_json(out / "summary.json", {"rows": summary, "note": note})
+    io.write_json(out / "summary.json", {"rows": summary, "mean": mean, "note": note})
     print(f"\n== summary (also in {out / 'summary.md'})\n{text}")
     print(
-        f"\nTables next to the paper: {tables}\nFigures: {out}/<category>/evaluate/*.png, "
-        f"{out}/<category>/localize/heatmaps.png\nDone in {time.perf_counter() - start:.0f} s."
+        f"\nFigures: {out}/<category>/evaluate/*.png, {out}/<category>/localize/heatmaps.png\n"
+        f"Done in {time.perf_counter() - start:.0f} s."
     )
     return 0

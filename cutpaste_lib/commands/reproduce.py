@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("paper", "demo"),
         default="paper",
         help="paper: the paper's settings (65,536 steps, 256 px, batch 32, 5 seeds); demo: "
-        "small CPU settings (config.FAST, 2 seeds) for the synthetic data",
+        "small CPU settings (30 steps, batch 8, 64 px, 2 seeds): the machinery, not learned models",
     )
     p.add_argument(
         "--categories",
