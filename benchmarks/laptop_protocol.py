@@ -8,7 +8,7 @@ patch model of each candidate and reports pixel AUROC and AUPRO. Rows are append
 file as they finish (a long sweep can be stopped and continued), and the table is printed in the
 layout of ``benchmarks/RESULTS.md``.
 
-    python benchmarks/laptop_protocol.py --data data/synthetic_128px_120 --candidates laptop smoke
+    python benchmarks/laptop_protocol.py --data data/synthetic_128px_120 --candidates laptop laptop-sgd laptop-head8
     python benchmarks/laptop_protocol.py --data ../shared/datasets/bsdata --candidates laptop
 
 Timings are wall clock of this machine (print its core count with the table); run nothing beside it.
@@ -35,6 +35,7 @@ from cutpaste_lib.train import proxy_confusion
 CANDIDATES = {
     **config.PROTOCOLS,
     "laptop-sgd": dataclasses.replace(config.LAPTOP, name="laptop-sgd", optimizer="sgd", lr=0.03),
+    "laptop-500": dataclasses.replace(config.LAPTOP, name="laptop-500", steps=500, patch_steps=500),
     "laptop-head8": dataclasses.replace(config.LAPTOP, name="laptop-head8", head_depth=8),
 }
 

@@ -1,14 +1,14 @@
 """Run-time configuration shared by the library, the CLI and the notebooks.
 
-Three **protocols** size everything (model, training, data), chosen by ``CUTPASTE_PROTOCOL``:
+Two **protocols** size everything (model, training, data), chosen by ``CUTPASTE_PROTOCOL``:
 
 * ``laptop`` (the default): chosen by measurement on a 2-core CPU (``benchmarks/laptop_protocol.py``,
-  ``benchmarks/RESULTS.md``) so that the models of the course learn there in minutes;
-* ``paper``: the paper's protocol (A.1: 256 px, 65,536 steps, 8-layer head), for a GPU;
-* ``smoke``: a shorter laptop protocol that CI runs (``CUTPASTE_FAST=1`` is a synonym);
-  its models still learn, less well, so the notebooks' checks hold in CI too.
+  ``benchmarks/RESULTS.md``) so that the models of the course learn there in minutes; CI runs it too;
+* ``paper``: the paper's protocol (A.1: 256 px, 65,536 steps, 8-layer head), for a GPU.
 
-Every notebook reads :func:`settings` in its first cell.
+``CUTPASTE_FAST=1`` (CI's switch) keeps the laptop protocol and only shrinks what the notebooks
+sample for their statistical checks (:func:`fast_mode`). Every notebook reads :func:`settings` in
+its first cell.
 
 Example:
     >>> from cutpaste_lib import config
@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 def fast_mode() -> bool:
-    """True when ``CUTPASTE_FAST`` asks for the CI settings (the ``smoke`` protocol)."""
+    """True when ``CUTPASTE_FAST`` asks for CI's smaller statistical samples in the notebooks."""
     return os.environ.get("CUTPASTE_FAST", "").strip().lower() in _TRUE
 
 
@@ -79,34 +78,33 @@ PAPER = Settings(
 LAPTOP = Settings(
     name="laptop",
     image_size=64,
-    steps=500,
+    steps=200,
     batch_size=16,
     patch_size=32,
     dense_patch=16,
     dense_stride=4,
     synth_size=128,
     synth_train=120,
-    patch_steps=600,
+    patch_steps=200,
     lr=1e-3,
     optimizer="adamw",
     head_depth=1,
 )
 """Chosen by measurement on 2 CPU cores (benchmarks/RESULTS.md): the paper's encoder and 3-way task,
-a 1-layer head and AdamW so that a few hundred steps learn, 64 px so that a step takes about a second."""
-SMOKE = dataclasses.replace(LAPTOP, name="smoke", steps=150, patch_steps=200)
-"""The laptop protocol, shorter: what CI trains. Same data and sizes, so the outputs CI compares match."""
-FAST = SMOKE
-"""The CI settings under their old name (``CUTPASTE_FAST=1``)."""
+a 1-layer head and AdamW so that 200 steps learn, 64 px so that a step takes about a second; the
+three categories' image and patch models train in about 15 minutes."""
+FAST = LAPTOP
+"""What ``CUTPASTE_FAST=1`` trains: the laptop protocol (the name predates it)."""
 
-PROTOCOLS: dict[str, Settings] = {s.name: s for s in (PAPER, LAPTOP, SMOKE)}
+PROTOCOLS: dict[str, Settings] = {s.name: s for s in (PAPER, LAPTOP)}
 
 
 def protocol() -> str:
-    """The protocol asked for: ``CUTPASTE_PROTOCOL``, else ``smoke`` under ``CUTPASTE_FAST``, else
-    ``laptop``. A CPU never gets the paper's weeks of training unless someone asks for them."""
+    """The protocol asked for: ``CUTPASTE_PROTOCOL``, else ``laptop``. A CPU never gets the paper's
+    weeks of training unless someone asks for them."""
     name = os.environ.get("CUTPASTE_PROTOCOL", "").strip().lower()
     if not name:
-        return "smoke" if fast_mode() else "laptop"
+        return "laptop"
     if name not in PROTOCOLS:
         raise ValueError(
             f"CUTPASTE_PROTOCOL={name!r} is not a protocol: use one of {', '.join(PROTOCOLS)}"
@@ -115,10 +113,10 @@ def protocol() -> str:
 
 
 def settings(fast: bool | None = None, *, protocol_name: str | None = None) -> Settings:
-    """The settings of ``protocol_name`` (default :func:`protocol`); ``fast=True`` means ``smoke``,
-    ``fast=False`` the paper's (the meaning these flags had before the laptop protocol)."""
+    """The settings of ``protocol_name`` (default :func:`protocol`); ``fast=True`` means ``laptop``,
+    ``fast=False`` the paper's (the meaning these flags had before the protocols)."""
     if protocol_name is None:
-        protocol_name = protocol() if fast is None else ("smoke" if fast else "paper")
+        protocol_name = protocol() if fast is None else ("laptop" if fast else "paper")
     try:
         return PROTOCOLS[protocol_name]
     except KeyError:
@@ -128,9 +126,8 @@ def settings(fast: bool | None = None, *, protocol_name: str | None = None) -> S
 
 
 def synthetic_folder(s: Settings) -> Path:
-    """Where the synthetic set of settings ``s`` is generated: one folder per data size, so the
-    laptop and smoke protocols share theirs (``data/synthetic_128px_120``); the paper's is
-    ``data/synthetic``."""
+    """Where the synthetic set of settings ``s`` is generated: one folder per data size (the laptop
+    protocol's is ``data/synthetic_128px_120``, the paper's ``data/synthetic``)."""
     if (s.synth_size, s.synth_train) == (PAPER.synth_size, PAPER.synth_train):
         return REPO_ROOT / "data" / "synthetic"
     return REPO_ROOT / "data" / f"synthetic_{s.synth_size}px_{s.synth_train}"
