@@ -128,25 +128,34 @@ def test_hours_of_cpu_training_need_confirmation(cache, tmp_path, monkeypatch):
     ).trained_now
 
 
-def test_estimate_scales_with_steps_and_batch(cache, monkeypatch):
-    """The probe times steps of up to 4 originals (after a warm-up), scaled to batch and steps."""
+def test_estimate_scales_with_steps_and_batch_and_cancels_the_setup_cost(cache, monkeypatch):
+    """Runs of 1 and 1 + k probe steps are timed: their difference is k steps, whatever it costs to
+    build the model (which a single timed run would multiply by the step count)."""
     clock = [0.0]
     probes = []
 
     def fake_train(cfg, probe_cache, *, progress, stop_at_step):
         probes.append((cfg.batch_size, cfg.image_size, stop_at_step, len(probe_cache)))
-        clock[0] += 1.5 * stop_at_step  # 1.5 s per probe step
+        clock[0] += 7.0 + 1.5 * stop_at_step  # 7 s to build the model, 1.5 s per probe step
 
     monkeypatch.setattr(course, "train", fake_train)
     monkeypatch.setattr(course.time, "perf_counter", lambda: clock[0])
     cfg = course.course_config(TINY, "image", device="cpu")
     # TINY's batch (2) is below the probe's 4 originals: the probe runs the real batch
     assert course.estimate_seconds(cfg, cache) == pytest.approx(1.5 * cfg.steps)
-    assert probes == [(2, 32, 1, 8), (2, 32, 2, 8)]  # warm-up, then two timed steps
+    assert [p[2] for p in probes] == [1, 3, 1]  # warm-up, then 1 + 2 and 1 steps
+    assert {p[:2] for p in probes} == {(2, 32)} and {p[3] for p in probes} == {8}
     big = dataclasses.replace(cfg, batch_size=32)
     probes.clear()
     assert course.estimate_seconds(big, cache) == pytest.approx(1.5 * 32 / 4 * cfg.steps)
-    assert probes == [(4, 32, 1, 8), (4, 32, 2, 8)]
+    assert {p[0] for p in probes} == {4}
+
+
+def test_durations_read_well():
+    assert course.format_duration(30) == "1 min"
+    assert course.format_duration(4 * 60) == "4 min"
+    assert course.format_duration(5 * 3600) == "5.0 h"
+    assert course.format_duration(21.4 * 86400) == "21.4 days"
 
 
 def test_protocol_switch(monkeypatch):
