@@ -70,6 +70,7 @@ def test_demo_numbers_agree_with_the_cli_metrics_and_models_are_reused(
     assert (out / "synth_grid" / "localize" / "heatmaps.png").stat().st_size > 0
     text = (out / "summary.md").read_text()
     assert "untrained encoder" in text and "commit" in text and "laptop protocol" in text
+    assert "ADAMW lr 0.001" in text and "head 1 x 512" in text  # the settings that trained it
     assert "trained in" in first and "== summary" in first
     # a second demo loads both course models instead of training them, and reports the same numbers
     assert cli.main(args) == 0

@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     )
     note = (
         f"Synthetic data ({root}), {s.name} protocol: {s.encoder} from scratch, head {s.head_depth} x 512, "
-        f"{s.image_size} px, batch {s.batch_size}, SGD lr {s.lr}, {s.steps} steps (patch model: "
+        f"{s.image_size} px, batch {s.batch_size}, {s.optimizer.upper()} lr {s.lr:g}, {s.steps} steps (patch model: "
         f"{s.patch_steps} steps on {s.patch_size} px crops), seed 0; device {device} "
         f"({platform.machine()}), commit {_commit()}, {time.strftime('%Y-%m-%d')}. "
         "Not comparable with the paper's MVTec AD numbers."
