@@ -93,9 +93,6 @@ LAPTOP = Settings(
 """Chosen by measurement on 2 CPU cores (benchmarks/RESULTS.md): the paper's encoder and 3-way task,
 a 1-layer head and AdamW so that 200 steps learn, 64 px so that a step takes about a second; the
 three categories' image and patch models train in about 15 minutes."""
-FAST = LAPTOP
-"""What ``CUTPASTE_FAST=1`` trains: the laptop protocol (the name predates it)."""
-
 PROTOCOLS: dict[str, Settings] = {s.name: s for s in (PAPER, LAPTOP)}
 
 
@@ -112,11 +109,10 @@ def protocol() -> str:
     return name
 
 
-def settings(fast: bool | None = None, *, protocol_name: str | None = None) -> Settings:
-    """The settings of ``protocol_name`` (default :func:`protocol`); ``fast=True`` means ``laptop``,
-    ``fast=False`` the paper's (the meaning these flags had before the protocols)."""
+def settings(protocol_name: str | None = None) -> Settings:
+    """The settings of ``protocol_name`` (default :func:`protocol`)."""
     if protocol_name is None:
-        protocol_name = protocol() if fast is None else ("laptop" if fast else "paper")
+        protocol_name = protocol()
     try:
         return PROTOCOLS[protocol_name]
     except KeyError:

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 
 import cutpaste_lib
-from cutpaste_lib import config
+from cutpaste_lib import config, io
 from cutpaste_lib.data import ImageCache
 from cutpaste_lib.errors import CheckpointError
 from cutpaste_lib.model import CutPasteModel
@@ -231,7 +231,7 @@ def course_model(
         "train_seconds": seconds,
         "history": result.history,
     }
-    (partial / "course.json").write_text(json.dumps(meta, indent=1))
+    io.write_json(partial / "course.json", meta)
     try:
         os.replace(partial, folder)
     except OSError:  # another process stored the same model meanwhile: keep theirs

@@ -338,26 +338,26 @@ def tiny_settings(monkeypatch):
         synth_train=2,
         patch_steps=1,
     )
-    monkeypatch.setattr(config, "settings", lambda fast=None, protocol_name=None: tiny)
+    monkeypatch.setattr(config, "settings", lambda protocol_name=None: tiny)
     monkeypatch.delenv("CUTPASTE_DATA", raising=False)
     return tiny
 
 
 def test_ensure_synthetic_generates_once(tmp_path, tiny_settings):
-    root = ensure_synthetic(tmp_path / "data", fast=True)
+    root = ensure_synthetic(tmp_path / "data")
     assert list_categories(root) == sorted(SYNTHETIC_CATEGORIES)
     assert len(load_split(root, "synth_grid", "train")) == 2
     stamp = (root / "synthetic.json").stat().st_mtime_ns
-    assert ensure_synthetic(root, fast=True) == root
+    assert ensure_synthetic(root) == root
     assert (root / "synthetic.json").stat().st_mtime_ns == stamp  # not regenerated
 
 
 def test_ensure_synthetic_regenerates_stale_data(tmp_path, tiny_settings):
-    root = ensure_synthetic(tmp_path / "data", fast=True)
+    root = ensure_synthetic(tmp_path / "data")
     manifest = json.loads((root / "synthetic.json").read_text())
     manifest["version"] = -1
     (root / "synthetic.json").write_text(json.dumps(manifest))
-    ensure_synthetic(root, fast=True)
+    ensure_synthetic(root)
     assert (
         json.loads((root / "synthetic.json").read_text())["version"]
         == synthetic_module.GENERATOR_VERSION
@@ -367,12 +367,12 @@ def test_ensure_synthetic_regenerates_stale_data(tmp_path, tiny_settings):
 def test_ensure_synthetic_never_overwrites_foreign_data(tmp_path, tiny_settings):
     mine = tmp_path / "mine"
     (mine / "widget" / "train" / "good").mkdir(parents=True)
-    assert ensure_synthetic(mine, fast=True) == mine
+    assert ensure_synthetic(mine) == mine
     assert list_categories(mine) == ["widget"]
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("x")
     with pytest.raises(DatasetError, match="holds no dataset"):
-        ensure_synthetic(tmp_path / "junk", fast=True)
+        ensure_synthetic(tmp_path / "junk")
 
 
 def test_ensure_synthetic_honours_cutpaste_data(tmp_path, tiny_settings, monkeypatch):

@@ -42,17 +42,15 @@ def _usable_as_is(root: Path, wanted: dict) -> bool:
     return False
 
 
-def ensure_synthetic(
-    root: str | Path | None = None, *, fast: bool | None = None, protocol_name: str | None = None
-) -> Path:
+def ensure_synthetic(root: str | Path | None = None, *, protocol_name: str | None = None) -> Path:
     """Return a dataset root, generating the synthetic set first when it is missing or stale.
 
     * ``CUTPASTE_DATA`` set (and ``root`` not given): that folder is used as is (real MVTec or your
       own data); it must exist and contain at least one category.
     * Otherwise ``root`` (default: the protocol's folder, ``config.synthetic_folder``, e.g.
-      ``data/synthetic_laptop``) is generated with the sizes of
-      ``config.settings(fast, protocol_name=...)`` unless a manifest with exactly those settings
-      is already there. A folder without a manifest is never
+      ``data/synthetic_128px_120``) is generated with the sizes of
+      ``config.settings(protocol_name)`` unless a manifest with exactly those settings is
+      already there. A folder without a manifest is never
       overwritten: if it holds categories it is used as is.
 
     Raises:
@@ -60,7 +58,7 @@ def ensure_synthetic(
     """
     if root is None and os.environ.get("CUTPASTE_DATA"):
         return _user_data_root()
-    s = config.settings(fast, protocol_name=protocol_name)
+    s = config.settings(protocol_name)
     root = Path(root if root is not None else config.synthetic_folder(s)).expanduser()
     n_test_good, n_test_defect = default_test_counts(s.synth_train)
     wanted = {
