@@ -29,7 +29,7 @@ import torch
 import cutpaste_lib
 from cutpaste_lib import config, io
 from cutpaste_lib.data import ImageCache
-from cutpaste_lib.errors import CheckpointError
+from cutpaste_lib.errors import CheckpointError, CutPasteError
 from cutpaste_lib.model import CutPasteModel
 from cutpaste_lib.train import RESUME_KEYS, TrainConfig, load_checkpoint, train
 
@@ -41,7 +41,7 @@ LONG_CPU_SECONDS = 3 * 3600.0
 the laptop protocol's models take minutes, the paper's weeks, so the line falls far from both."""
 
 
-class LongTrainingError(RuntimeError):
+class LongTrainingError(CutPasteError, RuntimeError):
     """Training would take hours on this device and nobody confirmed it."""
 
 

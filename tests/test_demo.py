@@ -96,3 +96,22 @@ def test_demo_rejects_unknown_categories(synthetic_root, tmp_path, capsys):
     assert code == 2
     assert "bottle" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_names_a_bad_protocol_and_an_unconfirmed_long_training(
+    synthetic_root, tmp_path, monkeypatch, capsys
+):
+    from cutpaste_lib import course
+
+    base = ["demo", "--data", str(synthetic_root), "--out", str(tmp_path / "d")]
+    base += ["--models", str(tmp_path / "m"), "--categories", "synth_grid", "--device", "cpu"]
+    monkeypatch.setenv("CUTPASTE_PROTOCOL", "weeks")
+    assert cli.main(base) == 2
+    assert "CUTPASTE_PROTOCOL='weeks' is not a protocol" in capsys.readouterr().err
+    monkeypatch.delenv("CUTPASTE_PROTOCOL")
+    monkeypatch.setattr(course, "estimate_seconds", lambda *a, **k: 30 * 86400.0)
+    monkeypatch.delenv(course.CONFIRM_ENV, raising=False)
+    assert cli.main([*base, "--protocol", "paper", "--image-size", "32", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "30.0 days" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())  # nothing trained

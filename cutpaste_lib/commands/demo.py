@@ -87,9 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def demo_settings(args: argparse.Namespace):
     """The protocol's settings with the flags' overrides (a patch crop of half the image side)."""
-    from cutpaste_lib import config
+    from cutpaste_lib import cli, config
 
-    s = config.settings(protocol_name=args.protocol)
+    try:
+        s = config.settings(protocol_name=args.protocol)
+    except ValueError as exc:  # CUTPASTE_PROTOCOL names no protocol
+        raise cli.UserError(str(exc)) from None
     changes = {}
     if args.steps is not None:
         changes.update(steps=args.steps, patch_steps=args.steps)
