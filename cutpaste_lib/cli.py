@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "evaluate": "fit the Gaussian density on clean train images and report image AUROC",
     "localize": "dense patch scores, heatmaps, pixel AUROC and AUPRO",
     "gradcam": "Grad-CAM maps that explain the anomaly score, with pixel metrics",
+    "predict": "score new images with a saved detector: decisions, heatmaps and masks",
+    "export": "a detector as one TorchScript or ONNX graph, with a parity check",
     "reproduce": "run the paper's category x variant x seed grid and write the tables",
     "demo": "the whole pipeline on the embedded synthetic data, small settings",
 }
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = command_parser(top.command)
     args = parser.parse_args(top.args)
     args.command = top.command
+    args.argv = argv  # the command line, recorded by commands that write provenance
     from cutpaste_lib.errors import CutPasteError
 
     try:

@@ -25,6 +25,11 @@ from cutpaste_lib.commands._args import (
     positive_int,
     require_train_images,
 )
+from cutpaste_lib.commands._detector_args import (
+    add_save_detector,
+    provenance,
+    threshold_lines,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train images (and as many CutPaste and Scar views) in the t-SNE figure; "
         "0 skips t-SNE (default 200)",
     )
+    add_save_detector(parser)
 
 
 def _scores_csv(result) -> str:
@@ -113,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     from cutpaste_lib.viz.common import save_figure
     from cutpaste_lib.viz.density import plot_roc, plot_score_histograms
 
+    if args.fpr is not None and args.save_detector is None:
+        from cutpaste_lib.cli import UserError
+
+        raise UserError("--fpr sets the threshold of a detector: add --save-detector FILE")
     dev = resolve_device(args.device)
     model, config = load_checkpoint(args.checkpoint, device=dev)
     trained_on = config.get("category")
@@ -158,6 +168,18 @@ def run(args: argparse.Namespace) -> int:
             device=dev,
         )
 
+    detector = None
+    if args.save_detector is not None:
+        from cutpaste_lib.detector import DEFAULT_FPR, detector_from_evaluation
+
+        detector = detector_from_evaluation(
+            model,
+            result,
+            image_size=size,
+            fpr=args.fpr or DEFAULT_FPR,
+            info=provenance(args, config, size),
+        )
+
     out = args.out if args.out is not None else Path("outputs") / "evaluate" / args.category
     for name, fig in figures.items():
         save_figure(fig, out / name)
@@ -172,6 +194,13 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint_config": json.loads(json.dumps(config, default=str)),
         "figures": sorted(figures),
     }
+    if detector is not None:
+        detector.save(args.save_detector)
+        metrics["detector"] = {
+            "path": str(Path(args.save_detector).resolve()),
+            "threshold": detector.threshold.to_dict(),
+            "labelled": detector.info["labelled"],
+        }
     io.write_json(out / "metrics.json", metrics)
 
     print(f"{'category':<22} {'defect':<18} {'image AUROC':>11}")
@@ -181,4 +210,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{len(result.train)} train / {int(result.labels.numel())} test images, density {args.density}; wrote {out}"
     )
+    if detector is not None:
+        print("\n".join(threshold_lines(detector)))
+        print(f"wrote detector {args.save_detector}")
     return 0

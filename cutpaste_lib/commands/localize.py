@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from cutpaste_lib.commands import _args
+from cutpaste_lib.commands import _args, _detector_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--per-defect", type=_args.positive_int, default=2, help="gallery rows per defect type"
     )
+    _detector_args.add_save_detector(parser)
 
 
 def default_patch_size(config: dict) -> int:
@@ -80,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from cutpaste_lib.viz.common import save_figure
     from cutpaste_lib.viz.heatmaps import heatmap_gallery, pick_examples, pixel_curves_figure
 
+    if args.fpr is not None and args.save_detector is None:
+        raise UserError("--fpr sets the threshold of a detector: add --save-detector FILE")
     device = resolve_device(args.device)
     model, config = load_checkpoint(args.checkpoint, device=device)
     image_size = int(config.get("image_size", 256))
@@ -151,7 +154,27 @@ def run(args: argparse.Namespace) -> int:
         title=f"{args.category}: patch {patch}, stride {args.stride}, {pd.mode} density",
     )
     curves = pixel_curves_figure(result.maps, masks, label=args.category)
+    detector = None
+    if args.save_detector is not None:
+        from cutpaste_lib.detector import DEFAULT_FPR, detector_from_localization
+
+        detector = detector_from_localization(
+            model,
+            result,
+            fpr=args.fpr or DEFAULT_FPR,
+            test_masks=masks,
+            test_labels=test.labels.cpu(),
+            info=_detector_args.provenance(args, config, image_size),
+        )
+        metrics["detector"] = {
+            "path": str(Path(args.save_detector).resolve()),
+            "threshold": detector.threshold.to_dict(),
+            "pixel_threshold": detector.pixel_threshold.to_dict(),
+            "labelled": detector.info["labelled"],
+        }
     # everything is computed; now write (each file atomically)
+    if detector is not None:
+        detector.save(args.save_detector)
     save_figure(gallery, out / "heatmaps.png", dpi=90)
     save_figure(curves, out / "pixel_curves.png", dpi=90)
     io.write_json(out / "metrics.json", metrics)
@@ -166,4 +189,7 @@ def run(args: argparse.Namespace) -> int:
         f"{image_auroc}  [{pd.mode}, grid {pd.grid.shape}, {seconds:.1f} s]"
     )
     print(f"wrote {out / 'metrics.json'}, {out / 'heatmaps.png'}, {out / 'pixel_curves.png'}")
+    if detector is not None:
+        print("\n".join(_detector_args.threshold_lines(detector)))
+        print(f"wrote detector {args.save_detector}")
     return 0

@@ -12,9 +12,11 @@ from cutpaste_lib.data.cache import (
     IMAGENET_STD,
     ImageCache,
     build_cache,
+    decode_image,
     denormalize,
     load_cache,
     normalize,
+    resize_rgb,
 )
 from cutpaste_lib.data.mvtec import (
     IMAGE_EXTENSIONS,
@@ -47,6 +49,7 @@ __all__ = [
     "Sample",
     "build_cache",
     "category_info",
+    "decode_image",
     "denormalize",
     "ensure_synthetic",
     "generate_synthetic",
@@ -57,4 +60,5 @@ __all__ = [
     "read_image",
     "read_mask",
     "render_sample",
+    "resize_rgb",
 ]

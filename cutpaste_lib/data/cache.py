@@ -103,17 +103,31 @@ def _size_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
-def _decode(
-    sample: Sample, size: tuple[int, int], with_mask: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    image = read_image(sample.path)
-    original = (image.height, image.width)
-    h, w = size
-    if original != size:
+def resize_rgb(image: Image.Image, size: int | tuple[int, int]) -> np.ndarray:
+    """An RGB PIL image resized to ``size`` = (H, W) -> uint8 (3, H, W), as every cache does it."""
+    h, w = _size_hw(size)
+    if (image.height, image.width) != (h, w):
         # PIL's bilinear resize widens its kernel when shrinking, i.e. it is antialiased
         # (the same as torchvision's resize(antialias=True)), so small defects are not aliased away.
         image = image.resize((w, h), Image.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode_image(
+    path: str | Path, size: int | tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode one image file as a cache does: uint8 (3, H, W) at ``size``, and its original (H, W).
+
+    Raises the errors of :func:`~cutpaste_lib.data.mvtec.read_image` (naming the file).
+    """
+    image = read_image(path)
+    return resize_rgb(image, size), (image.height, image.width)
+
+
+def _decode(
+    sample: Sample, size: tuple[int, int], with_mask: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    array, original = decode_image(sample.path, size)
     mask = None
     if with_mask:
         if sample.mask_path is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +29,9 @@ class PatchDensity:
         mode: "shared" or "per-location".
         scale: the :class:`HeatmapScale` of the training maps.
         sigma, normalize: the upsampling settings used for the training maps (reused for test maps).
+        train_image_scores: float64 (N,) image scores (grid maximum) of the cross-fitted training
+            maps, i.e. how new clean images score: a detector's threshold is fixed on them.
+        train_map_max: float64 (N,) the maximum pixel of each cross-fitted training map.
     """
 
     density: GaussianDensity
@@ -37,6 +40,8 @@ class PatchDensity:
     scale: HeatmapScale
     sigma: float | None = None
     normalize: bool = True
+    train_image_scores: Tensor | None = field(default=None, repr=False)
+    train_map_max: Tensor | None = field(default=None, repr=False)
 
     def upsample(self, patch_scores: Tensor) -> Tensor:
         return receptive_field_upsample(
@@ -111,5 +116,8 @@ def fit_patch_density(
         normalize=normalize,
     )
     train_maps = result.upsample(train_scores.to(dev))
-    result.scale = HeatmapScale.from_training(train_maps, train_scores.flatten(1).amax(1))
+    image_scores = train_scores.flatten(1).amax(1)
+    result.scale = HeatmapScale.from_training(train_maps, image_scores)
+    result.train_image_scores = image_scores.double().cpu()
+    result.train_map_max = train_maps.flatten(1).amax(1).double().cpu()
     return result
