@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from cutpaste_lib.cli import UserError
     from cutpaste_lib.config import resolve_device
     from cutpaste_lib.data import load_cache
+    from cutpaste_lib.detector import DETECTOR_FOLDS
     from cutpaste_lib.localize import MIN_TRAIN_IMAGES, localize, resolve_density_mode
     from cutpaste_lib.train import load_checkpoint
     from cutpaste_lib.viz.common import save_figure
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         normalize=args.upsample == "average",
         max_patches=args.max_patches,
         device=device,
+        folds=DETECTOR_FOLDS if args.save_detector is not None else 2,
     )
     seconds = time.perf_counter() - start
     if "pixel_auroc" not in result.metrics:

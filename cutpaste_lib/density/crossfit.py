@@ -20,10 +20,12 @@ from torch import Tensor
 Model = TypeVar("Model")
 
 
-def fold_rows(n: int, device: str | torch.device | None = None) -> tuple[Tensor, Tensor]:
-    """The two folds of ``n`` rows: even and odd indices (int64 on ``device``)."""
+def fold_rows(
+    n: int, device: str | torch.device | None = None, folds: int = 2
+) -> tuple[Tensor, ...]:
+    """The ``folds`` folds of ``n`` rows: row ``i`` is in fold ``i % folds`` (even / odd for two)."""
     idx = torch.arange(n, device=device)
-    return idx[0::2], idx[1::2]
+    return tuple(idx[j::folds] for j in range(folds))
 
 
 def cross_fit(
@@ -32,23 +34,31 @@ def cross_fit(
     fit: Callable[[Tensor], Model],
     score: Callable[[Model, Tensor], Tensor],
     device: str | torch.device | None = None,
+    folds: int = 2,
 ) -> Tensor:
-    """Out-of-fold scores of ``n`` rows: each fold's rows scored by the fit of the other fold.
+    """Out-of-fold scores of ``n`` rows: each fold's rows scored by the fit of all the other rows.
 
     Args:
-        n: number of rows (at least 2, so both folds are non-empty).
+        n: number of rows (at least ``folds``, so every fold is non-empty).
         fit: ``fit(rows)`` fits a model on the rows at these indices and returns it.
         score: ``score(model, rows)`` returns the scores (len(rows), ...) of those rows.
         device: where the index tensors live (that of the data they index).
+        folds: 2 (default: each fit sees half the rows) or more (each fit sees ``1 - 1/folds`` of
+            them, closer to a fit on all rows; ``folds = n`` is leave-one-out).
 
     Returns:
         (n, ...) scores in row order, dtype and device of what ``score`` returns. The folds are
-        fitted one after the other (even first), each scored before the next is fitted, so only
-        one fold's model is alive at a time.
+        fitted one after the other (the fit without fold 1 first), each scored before the next is fitted, so only
+        one model is alive at a time.
     """
-    even, odd = fold_rows(n, device)
+    if not 2 <= folds <= n:
+        raise ValueError(f"cross-fitting {n} rows needs 2 <= folds <= {n}, got {folds}")
+    parts = fold_rows(n, device, folds)
     out = None
-    for fit_rows, score_rows in ((even, odd), (odd, even)):
+    for j in range(folds):
+        k = (j + 1) % folds  # the fold scored now; two folds: fit the even rows, score the odd
+        score_rows = parts[k]
+        fit_rows = parts[j] if folds == 2 else torch.cat(parts[:k] + parts[k + 1 :]).sort().values
         scores = score(fit(fit_rows), score_rows)
         if out is None:
             out = scores.new_empty((n, *scores.shape[1:]))

@@ -91,8 +91,13 @@ class Density:
         self.train_score_mean = train_scores.mean(0)
         self.train_score_std = train_scores.std(0, unbiased=True)
 
-    def cross_fitted_scores(self, features: Tensor | Embeddings) -> Tensor:
-        """Out-of-fold scores of clean training features: two-fold cross-fitting.
+    def cross_fitted_scores(self, features: Tensor | Embeddings, *, folds: int = 2) -> Tensor:
+        """Out-of-fold scores of clean training features: two-fold cross-fitting by default.
+
+        ``folds > 2`` fits each fold's estimator on all other rows (``1 - 1/folds`` of them), so the
+        scores come closer to those the estimator fitted on all rows gives new clean images: a
+        decision threshold needs that (:mod:`cutpaste_lib.detector.threshold`; with fewer images
+        than dimensions a Ledoit–Wolf Gaussian on half the rows scores new images lower).
 
         The even-indexed rows are scored by the same estimator (same settings) fitted on the odd
         rows, and vice versa (:func:`~cutpaste_lib.density.crossfit.cross_fit`), so every score
@@ -102,9 +107,9 @@ class Density:
         too small for the estimator (the "empirical" covariance needs more than D rows per half;
         a warning says so). Same shape and dtype as :meth:`score`.
         """
-        return self._cross_fitted_prepared(self._prepare(features, "training features"))
+        return self._cross_fitted_prepared(self._prepare(features, "training features"), folds)
 
-    def _cross_fitted_prepared(self, x: Tensor) -> Tensor:
+    def _cross_fitted_prepared(self, x: Tensor, folds: int = 2) -> Tensor:
         if x.shape[0] < CROSS_FIT_MIN_ROWS:
             return self._score_prepared(x)
 
@@ -119,6 +124,7 @@ class Density:
                 fit=fit,
                 score=lambda half, rows: half._score_prepared(x[rows]),
                 device=x.device,
+                folds=min(folds, x.shape[0]),
             )
         except SingularCovarianceError:
             warnings.warn(

@@ -20,8 +20,10 @@ from cutpaste_lib.detector.artifact import (
 )
 from cutpaste_lib.detector.build import (
     DEFAULT_FPR,
+    DETECTOR_FOLDS,
     detector_from_evaluation,
     detector_from_localization,
+    detector_from_patch_density,
     fit_detector,
     labelled_report,
 )
@@ -36,6 +38,7 @@ from cutpaste_lib.detector.threshold import (
 
 __all__ = [
     "DEFAULT_FPR",
+    "DETECTOR_FOLDS",
     "DETECTOR_FORMAT",
     "DETECTOR_VERSION",
     "Detector",
@@ -45,6 +48,7 @@ __all__ = [
     "Prediction",
     "detector_from_evaluation",
     "detector_from_localization",
+    "detector_from_patch_density",
     "expand_paths",
     "f1_max_threshold",
     "fit_detector",

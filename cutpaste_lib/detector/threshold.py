@@ -1,18 +1,19 @@
 """A decision threshold from normal images only, at a target false-positive rate, with its uncertainty.
 
-The scores come from **cross-fitted** training images (each scored by a density fitted on the
-other half, :func:`cutpaste_lib.density.crossfit.cross_fit`), so they are distributed like those of
-new normal images, not like the far smaller in-sample scores. The rule is "defective if
+The scores come from **cross-fitted** training images (each fold scored by a density fitted on
+the other folds, :func:`cutpaste_lib.density.crossfit.cross_fit`), so they are distributed like
+those of new normal images, not like the far smaller in-sample scores. The rule is "defective if
 ``score > threshold``" with the threshold the ``k``-th smallest of the ``n`` normal scores. For a
 new normal image exchangeable with them, ``P(score > s_(k)) = (n + 1 - k) / (n + 1)`` exactly
 (continuous scores), so the smallest ``k`` with ``(n + 1 - k) / (n + 1) <= fpr`` is taken: the
 **expected** false-positive rate is at most the target. The rate of *this* threshold (given the
 ``n`` scores) is random, Beta(n + 1 - k, k) distributed; its central interval is stated.
 
-Conservative by construction: each cross-fitted score comes from a density fitted on half the
-normals, while the deployed density uses all of them and scores new images slightly lower, so the
-observed rate sits at or a little below the expected one (measurable with few images and many
-feature dimensions).
+Exchangeable only approximately: each cross-fitted score comes from a density fitted on fewer
+images than the deployed one. With fewer images than feature dimensions that matters: a
+Ledoit–Wolf Gaussian of half the images scores new normals lower than the full one, so a
+two-fold threshold is too low (anti-conservative). The detector therefore cross-fits with ten
+folds (each fit sees 90 % of the images; :data:`cutpaste_lib.detector.build.DETECTOR_FOLDS`).
 
 Example:
     >>> import torch

@@ -32,6 +32,7 @@ class PatchDensity:
         train_image_scores: float64 (N,) image scores (grid maximum) of the cross-fitted training
             maps, i.e. how new clean images score: a detector's threshold is fixed on them.
         train_map_max: float64 (N,) the maximum pixel of each cross-fitted training map.
+        folds: the cross-fitting folds of those training maps.
     """
 
     density: GaussianDensity
@@ -42,6 +43,7 @@ class PatchDensity:
     normalize: bool = True
     train_image_scores: Tensor | None = field(default=None, repr=False)
     train_map_max: Tensor | None = field(default=None, repr=False)
+    folds: int = 2
 
     def upsample(self, patch_scores: Tensor) -> Tensor:
         return receptive_field_upsample(
@@ -67,6 +69,7 @@ def fit_patch_density(
     max_patches: int = 1024,
     location_chunk: int = 64,
     device: str | torch.device | None = None,
+    folds: int = 2,
 ) -> PatchDensity:
     """Fit the patch Gaussian(s) on **clean training** images and the training heatmap scale.
 
@@ -80,6 +83,8 @@ def fit_patch_density(
         sigma, normalize: the upsampling kernel (see :func:`receptive_field_upsample`).
         max_patches: patches per forward pass; location_chunk: locations fitted at once.
         device: where to run; default the images' device.
+        folds: cross-fitting folds of the training maps (2: each image scored by the Gaussian(s)
+            of the other half; a detector's threshold uses 10, :mod:`cutpaste_lib.detector`).
 
     Returns:
         A :class:`PatchDensity` (Gaussians, grid and training-map scale).
@@ -101,11 +106,23 @@ def fit_patch_density(
         )
     if resolved == "per-location":
         density, train_scores = fit_per_location(
-            model, images, grid, max_patches=max_patches, location_chunk=location_chunk, device=dev
+            model,
+            images,
+            grid,
+            max_patches=max_patches,
+            location_chunk=location_chunk,
+            device=dev,
+            folds=folds,
         )
     else:
         density, train_scores = fit_shared(
-            model, images, patch_size=patch_size, stride=stride, max_patches=max_patches, device=dev
+            model,
+            images,
+            patch_size=patch_size,
+            stride=stride,
+            max_patches=max_patches,
+            device=dev,
+            folds=folds,
         )
     result = PatchDensity(
         density=density,
@@ -114,6 +131,7 @@ def fit_patch_density(
         scale=HeatmapScale(0.0, 1.0, 1.0),
         sigma=sigma,
         normalize=normalize,
+        folds=folds,
     )
     train_maps = result.upsample(train_scores.to(dev))
     image_scores = train_scores.flatten(1).amax(1)

@@ -26,7 +26,7 @@ def _gaussians(f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return f.mean(dim=-2), cholesky(cov), shrink
 
 
-def _cross_fitted_scores(f: Tensor) -> Tensor:
+def _cross_fitted_scores(f: Tensor, folds: int = 2) -> Tensor:
     """Out-of-fold scores (N, L) float32 of features f (L, N, D): each half scored by the other half's Gaussians.
 
     In-sample Mahalanobis distances of a Gaussian fitted on N < D points are far too small (the
@@ -38,6 +38,7 @@ def _cross_fitted_scores(f: Tensor) -> Tensor:
         fit=lambda rows: _gaussians(f[:, rows])[:2],
         score=lambda g, rows: mahalanobis(f[:, rows], *g).float().mT,
         device=f.device,
+        folds=folds,
     )
 
 
@@ -49,14 +50,15 @@ def fit_per_location(
     max_patches: int,
     location_chunk: int,
     device: torch.device,
+    folds: int = 2,
 ) -> tuple[GaussianDensity, Tensor]:
     """One Ledoit-Wolf Gaussian per location, fitted ``location_chunk`` locations at a time.
 
     Patches are taken location-chunk by location-chunk from all images (each patch is still
     encoded exactly once), so only (N, chunk, D) features and ``chunk`` covariances are alive.
     The Cholesky factors are stored in float32 (a full 256 px grid of 512-d float64 factors
-    would not fit most GPUs). Returns the density and the two-fold cross-fitted training scores
-    (N, gh, gw).
+    would not fit most GPUs). Returns the density and the cross-fitted training scores
+    (N, gh, gw) (``folds`` folds, two by default).
     """
     n = images.shape[0]
     if n < MIN_TRAIN_IMAGES["per-location"]:
@@ -79,7 +81,7 @@ def fit_per_location(
             feats = encode(encoder, patches.reshape(-1, 3, p, p), max_patches)
             f = l2_normalize(feats.double().reshape(n, r.numel(), -1).movedim(1, 0))  # (L, N, D)
             mean, factor, shrink = _gaussians(f)
-            train_scores.append(_cross_fitted_scores(f))  # (N, L)
+            train_scores.append(_cross_fitted_scores(f, folds))  # (N, L)
             means.append(mean.float())
             factors.append(factor.float())
             shrinks.append(shrink)

@@ -93,12 +93,14 @@ def localize(
     max_patches: int = 1024,
     location_chunk: int = 64,
     device: str | torch.device | None = None,
+    folds: int = 2,
 ) -> LocalizationResult:
     """Fit on the clean train cache, score the test cache, and compute the localization metrics.
 
     ``sigma`` and ``normalize`` set the upsampling (:func:`receptive_field_upsample`):
     ``normalize=False`` is the paper's plain transposed convolution, whose heatmaps fade toward
     the image border; the default divides by the kernel coverage (see the module notes).
+    ``folds``: cross-fitting folds of the training maps (:func:`fit_patch_density`).
 
     Example:
         >>> # result = localize(model, load_cache(root, c, "train", 256), load_cache(root, c, "test", 256))
@@ -116,6 +118,7 @@ def localize(
         max_patches=max_patches,
         location_chunk=location_chunk,
         device=device,
+        folds=folds,
     )
     patch_scores, maps = score_images(
         model, test, patch_density, max_patches=max_patches, device=device

@@ -71,6 +71,7 @@ def fit_shared(
     max_patches: int,
     device: torch.device,
     keep_bytes: int = 256 * 2**20,
+    folds: int = 2,
 ) -> tuple[GaussianDensity, Tensor]:
     """One Gaussian over all patches of all images, from streamed moments.
 
@@ -80,6 +81,8 @@ def fit_shared(
     folds' moments gives the Gaussian over all images. Features are kept between fitting and
     scoring when all of them take at most ``keep_bytes`` (at the encoder's actual feature
     dimension), so every image is encoded once; else each image is encoded twice.
+    With ``folds > 2`` each fold is scored by the Gaussian of all other images, and the Gaussian
+    over all images takes one more pass.
     """
     features = _ImageFeatures(
         model,
@@ -90,17 +93,24 @@ def fit_shared(
         max_patches=max_patches,
         device=device,
     )
-    folds: list[StreamingMoments] = []
+    fold_moments: list[StreamingMoments] = []
 
     def fit(rows: Tensor) -> GaussianDensity:
         moments = StreamingMoments()
         for f in features(rows):
             moments.update(l2_normalize(f[0].double()))
-        folds.append(moments)
+        fold_moments.append(moments)
         return gaussian_from_moments(moments)
 
     def score(density: GaussianDensity, rows: Tensor) -> Tensor:
         return torch.cat([density.score(f).float().cpu() for f in features(rows)])
 
-    scores = cross_fit(images.shape[0], fit=fit, score=score, device=images.device)
-    return gaussian_from_moments(folds[0] + folds[1], scores=scores), scores
+    n = images.shape[0]
+    scores = cross_fit(n, fit=fit, score=score, device=images.device, folds=folds)
+    if folds == 2:  # the two folds' moments are the whole set's
+        total = fold_moments[0] + fold_moments[1]
+    else:
+        total = StreamingMoments()
+        for f in features(torch.arange(n, device=images.device)):
+            total.update(l2_normalize(f[0].double()))
+    return gaussian_from_moments(total, scores=scores), scores
