@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "fit the Gaussian density on clean train images and report image AUROC",
     "localize": "dense patch scores, heatmaps, pixel AUROC and AUPRO",
     "gradcam": "Grad-CAM maps that explain the anomaly score, with pixel metrics",
+    "fit": "a detector from a checkpoint and a folder of normal images",
     "predict": "score new images with a saved detector: decisions, heatmaps and masks",
     "export": "a detector as one TorchScript or ONNX graph, with a parity check",
     "reproduce": "run the paper's category x variant x seed grid and write the tables",

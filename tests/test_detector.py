@@ -442,3 +442,72 @@ def test_cli_flags_of_the_detector_commands_fail_clearly(
     out = tmp_path / "d.torchscript.pt"
     assert main(["export", "--detector", str(det_path), "--verify"]) == 0
     assert out.is_file() and "decisions agree: True" in capsys.readouterr().out
+
+
+def test_cli_fit_on_a_folder_of_normals_equals_fit_detector_on_the_same_images(
+    synthetic_root, tmp_path, capsys
+):
+    from cutpaste_lib.cli import main
+    from cutpaste_lib.train import load_checkpoint
+
+    ckpt = _train_checkpoint(synthetic_root, tmp_path / "run")
+    normals = synthetic_root / "synth_carpet" / "train" / "good"
+    out = tmp_path / "fitted.pt"
+    assert (
+        main(
+            [
+                "fit",
+                "--checkpoint",
+                str(ckpt),
+                "--normal",
+                str(normals),
+                "--out",
+                str(out),
+                "--fpr",
+                "0.2",
+            ]
+        )
+        == 0
+    )
+    assert "image detector" in capsys.readouterr().out
+    det = Detector.load(out)
+    model, _ = load_checkpoint(ckpt)
+    ref = fit_detector(model, load_cache(synthetic_root, "synth_carpet", "train", SIZE), fpr=0.2)
+    torch.testing.assert_close(det.train_scores, ref.train_scores, rtol=1e-9, atol=0)
+    assert det.threshold.value == pytest.approx(ref.threshold.value, rel=1e-9)
+    assert det.info["normal_images"] == len(list(normals.glob("*.png")))
+    # a bad file among the normals: refused, naming it, and nothing written
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"no")
+    assert (
+        main(
+            [
+                "fit",
+                "--checkpoint",
+                str(ckpt),
+                "--normal",
+                str(normals),
+                str(tmp_path / "bad"),
+                "--out",
+                str(tmp_path / "no.pt"),
+            ]
+        )
+        == 2
+    )
+    assert "x.png" in capsys.readouterr().err and not (tmp_path / "no.pt").exists()
+    few = sorted(normals.glob("*.png"))[:3]
+    assert (
+        main(
+            [
+                "fit",
+                "--checkpoint",
+                str(ckpt),
+                "--normal",
+                *map(str, few),
+                "--out",
+                str(tmp_path / "no.pt"),
+            ]
+        )
+        == 2
+    )
+    assert "at least 6" in capsys.readouterr().err
