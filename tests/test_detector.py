@@ -334,35 +334,37 @@ def _train_checkpoint(synthetic_root, out):
     return out / "checkpoint.pt"
 
 
+@pytest.fixture(scope="module")
+def checkpoint(synthetic_root, tmp_path_factory):
+    """A 2-step image model trained through the command line, once for these tests."""
+    return _train_checkpoint(synthetic_root, tmp_path_factory.mktemp("run"))
+
+
+def _evaluate_argv(ckpt, root, out) -> list[str]:
+    return [
+        "evaluate",
+        "--checkpoint",
+        str(ckpt),
+        "--data",
+        str(root),
+        "--category",
+        "synth_carpet",
+        "--out",
+        str(out),
+        "--tsne-images",
+        "0",
+    ]
+
+
 def test_cli_evaluate_save_detector_then_predict_a_folder_with_bad_files(
-    synthetic_root, tmp_path, capsys
+    synthetic_root, tmp_path, capsys, checkpoint
 ):
     from cutpaste_lib.cli import main
 
-    ckpt = _train_checkpoint(synthetic_root, tmp_path / "run")
+    ckpt = checkpoint
     det_path = tmp_path / "det.pt"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--checkpoint",
-                str(ckpt),
-                "--data",
-                str(synthetic_root),
-                "--category",
-                "synth_carpet",
-                "--out",
-                str(tmp_path / "ev"),
-                "--tsne-images",
-                "0",
-                "--save-detector",
-                str(det_path),
-                "--fpr",
-                "0.1",
-            ]
-        )
-        == 0
-    )
+    argv = _evaluate_argv(ckpt, synthetic_root, tmp_path / "ev")
+    assert main([*argv, "--save-detector", str(det_path), "--fpr", "0.1"]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["detector"]["threshold"]["target_fpr"] == 0.1
     with open(tmp_path / "ev" / "scores.csv") as f:
@@ -404,24 +406,12 @@ def test_cli_evaluate_save_detector_then_predict_a_folder_with_bad_files(
 
 
 def test_cli_flags_of_the_detector_commands_fail_clearly(
-    synthetic_root, tmp_path, capsys, image_detector
+    synthetic_root, tmp_path, capsys, image_detector, checkpoint
 ):
     from cutpaste_lib.cli import main
 
-    ckpt = _train_checkpoint(synthetic_root, tmp_path / "run")
-    base = [
-        "evaluate",
-        "--checkpoint",
-        str(ckpt),
-        "--data",
-        str(synthetic_root),
-        "--category",
-        "synth_carpet",
-        "--out",
-        str(tmp_path / "ev"),
-        "--tsne-images",
-        "0",
-    ]
+    ckpt = checkpoint
+    base = _evaluate_argv(ckpt, synthetic_root, tmp_path / "ev")
     assert main([*base, "--fpr", "0.05"]) == 2
     assert "add --save-detector" in capsys.readouterr().err
     assert not (tmp_path / "ev").exists()
@@ -445,12 +435,12 @@ def test_cli_flags_of_the_detector_commands_fail_clearly(
 
 
 def test_cli_fit_on_a_folder_of_normals_equals_fit_detector_on_the_same_images(
-    synthetic_root, tmp_path, capsys
+    synthetic_root, tmp_path, capsys, checkpoint
 ):
     from cutpaste_lib.cli import main
     from cutpaste_lib.train import load_checkpoint
 
-    ckpt = _train_checkpoint(synthetic_root, tmp_path / "run")
+    ckpt = checkpoint
     normals = synthetic_root / "synth_carpet" / "train" / "good"
     out = tmp_path / "fitted.pt"
     assert (
