@@ -99,6 +99,28 @@ def test_cross_fit_scores_each_fold_with_the_other_folds_fit():
         assert out[i].tolist() == [sum(other), len(other)]
 
 
+@pytest.mark.parametrize("folds", [3, 7])
+def test_k_fold_cross_fit_scores_each_row_with_all_rows_but_its_fold(folds):
+    n = 7
+    fitted = []
+
+    def fit(rows):
+        fitted.append(rows.tolist())
+        return set(rows.tolist())
+
+    def score(model, rows):
+        assert not model & set(rows.tolist())  # never scored by a fit that saw it
+        return torch.tensor([[sum(model), len(model)]] * len(rows))
+
+    out = cross_fit(n, fit=fit, score=score, folds=folds)
+    assert len(fitted) == folds and all(rows == sorted(rows) for rows in fitted)
+    for i in range(n):
+        others = [j for j in range(n) if j % folds != i % folds]  # folds = n: leave-one-out
+        assert out[i].tolist() == [sum(others), len(others)]
+    with pytest.raises(ValueError, match="folds"):
+        cross_fit(n, fit=fit, score=score, folds=n + 1)
+
+
 def test_check_provenance_refuses_test_defective_and_augmented():
     good = torch.zeros(3, dtype=torch.int64)
     check_provenance(split="train", labels=good)

@@ -214,6 +214,22 @@ def test_fit_detector_refuses_test_images_and_fits_per_location(model, caches):
         detector_from_patch_density(model, fit_patch_density(model, train, patch_size=16))
 
 
+@pytest.mark.parametrize("mode", ["shared", "per-location"])
+def test_ten_fold_patch_density_deploys_the_same_gaussians_as_two_fold(model, caches, mode):
+    from cutpaste_lib.localize import fit_patch_density
+
+    train, _ = caches
+    two = fit_patch_density(model, train, patch_size=16, mode=mode)
+    ten = fit_patch_density(model, train, patch_size=16, mode=mode, folds=DETECTOR_FOLDS)
+    # only the cross-fitted training maps differ; the Gaussians of all images are the same
+    torch.testing.assert_close(ten.density.mean, two.density.mean, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        ten.density.cholesky_factor, two.density.cholesky_factor, rtol=1e-6, atol=1e-9
+    )
+    assert (ten.folds, two.folds) == (DETECTOR_FOLDS, 2)
+    assert not torch.equal(ten.train_image_scores, two.train_image_scores)
+
+
 def test_wrong_size_tensor_is_a_clear_error(image_detector):
     det, _ = image_detector
     with pytest.raises(ValueError, match="detector works at"):
