@@ -430,6 +430,8 @@ def test_cli_flags_of_the_detector_commands_fail_clearly(
     base = _evaluate_argv(ckpt, synthetic_root, tmp_path / "ev")
     assert main([*base, "--fpr", "0.05"]) == 2
     assert "add --save-detector" in capsys.readouterr().err
+    assert main([*base, "--density", "kde", "--save-detector", str(tmp_path / "k.pt")]) == 2
+    assert "needs a Gaussian density" in capsys.readouterr().err
     assert not (tmp_path / "ev").exists()
     with pytest.raises(SystemExit):
         main([*base, "--save-detector", str(tmp_path / "d.pt"), "--fpr", "1.5"])
