@@ -118,3 +118,14 @@ def add_model_inputs(
 def add_device(parser: argparse.ArgumentParser, help: str = "cpu, cuda, cuda:N or auto") -> None:
     """``--device`` (default auto), validated against this machine."""
     parser.add_argument("--device", type=device, default="auto", help=help)
+
+
+def add_patch_density(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--density`` of the patch Gaussians: shared, per-location or auto (from the category)."""
+    parser.add_argument(
+        "--density",
+        choices=("shared", "per-location", "auto"),
+        default="auto",
+        help=f"{prefix}one Gaussian for all locations (textures, hazelnut, screw), one per "
+        "location (aligned objects), or auto from the category metadata",
+    )

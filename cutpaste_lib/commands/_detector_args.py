@@ -75,14 +75,29 @@ def threshold_lines(detector) -> list[str]:
     return lines
 
 
-def provenance(args, config: dict, size: int) -> dict:
-    """Where a detector came from (stored in it, shown by ``cutpaste predict``)."""
+def check_detector_flags(args) -> None:
+    """Refuse, before any work, what ``--save-detector``/``--fpr`` cannot mean together."""
+    from cutpaste_lib.cli import UserError
+
+    if args.fpr is not None and args.save_detector is None:
+        raise UserError("--fpr sets the threshold of a detector: add --save-detector FILE")
+    if args.save_detector is not None and getattr(args, "density", None) == "kde":
+        raise UserError(
+            "--save-detector needs a Gaussian density: use --density ledoit_wolf (default) or ridge"
+        )
+
+
+def provenance(args, config: dict, size: int, **source) -> dict:
+    """Where a detector came from (stored in it, shown by ``cutpaste predict``): the checkpoint,
+    its training config, the image size and command line, and ``source`` (the images it was
+    fitted on; default ``--data`` and ``--category``)."""
     import json
 
+    if not source:
+        source = {"data": str(Path(args.data).resolve()), "category": args.category}
     return {
         "checkpoint": str(Path(args.checkpoint).resolve()),
-        "data": str(Path(args.data).resolve()),
-        "category": args.category,
+        **source,
         "image_size": int(size),
         "command": " ".join(["cutpaste", *getattr(args, "argv", [])]),
         "train_config": json.loads(json.dumps(config, default=str)),

@@ -27,6 +27,7 @@ from cutpaste_lib.commands._args import (
 )
 from cutpaste_lib.commands._detector_args import (
     add_save_detector,
+    check_detector_flags,
     provenance,
     threshold_lines,
 )
@@ -119,15 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from cutpaste_lib.viz.common import save_figure
     from cutpaste_lib.viz.density import plot_roc, plot_score_histograms
 
-    if args.save_detector is not None or args.fpr is not None:
-        from cutpaste_lib.cli import UserError
-
-        if args.save_detector is None:
-            raise UserError("--fpr sets the threshold of a detector: add --save-detector FILE")
-        if args.density == "kde":
-            raise UserError(
-                "--save-detector needs a Gaussian density: use --density ledoit_wolf (default) or ridge"
-            )
+    check_detector_flags(args)
     dev = resolve_device(args.device)
     model, config = load_checkpoint(args.checkpoint, device=dev)
     trained_on = config.get("category")

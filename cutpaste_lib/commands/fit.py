@@ -31,18 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=_detector_args.new_file, required=True, help="the detector file to write"
     )
     _detector_args.add_fpr(parser, "false-positive rate on normal images (default 0.01)")
-    parser.add_argument(
-        "--density",
-        choices=("shared", "per-location", "auto"),
-        default="auto",
-        help="patch model only: one Gaussian for all locations, one per location, or auto from "
-        "the category name (default)",
-    )
+    _args.add_patch_density(parser, "patch model only: ")
     _args.add_device(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     import torch
@@ -75,14 +68,13 @@ def run(args: argparse.Namespace) -> int:
         split="train",
     )
     patch = bool(config.get("patch_size"))
-    info = {
-        "checkpoint": str(Path(args.checkpoint).resolve()),
-        "normal": [str(Path(p).resolve()) for p in args.normal],
-        "normal_images": n,
-        "image_size": size,
-        "command": " ".join(["cutpaste", *getattr(args, "argv", [])]),
-        "train_config": json.loads(json.dumps(config, default=str)),
-    }
+    info = _detector_args.provenance(
+        args,
+        config,
+        size,
+        normal=[str(Path(p).resolve()) for p in args.normal],
+        normal_images=n,
+    )
     try:
         detector = fit_detector(
             model,

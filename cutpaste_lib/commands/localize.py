@@ -35,13 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="step between patches (paper: 4, giving a 57x57 grid at 256 px)",
     )
-    parser.add_argument(
-        "--density",
-        choices=("shared", "per-location", "auto"),
-        default="auto",
-        help="one Gaussian for all locations (textures, hazelnut, screw), one per location "
-        "(aligned objects), or auto from the category metadata",
-    )
+    _args.add_patch_density(parser)
     parser.add_argument(
         "--upsample",
         choices=("average", "plain"),
@@ -82,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from cutpaste_lib.viz.common import save_figure
     from cutpaste_lib.viz.heatmaps import heatmap_gallery, pick_examples, pixel_curves_figure
 
-    if args.fpr is not None and args.save_detector is None:
-        raise UserError("--fpr sets the threshold of a detector: add --save-detector FILE")
+    _detector_args.check_detector_flags(args)
     device = resolve_device(args.device)
     model, config = load_checkpoint(args.checkpoint, device=device)
     image_size = int(config.get("image_size", 256))
