@@ -5,8 +5,8 @@ and ONNX both express: ImageNet normalisation, the encoder, L2 normalisation, an
 Mahalanobis distance as ``|| W (f - mu) ||^2`` with ``W = L^{-1}`` (the inverse Cholesky factor,
 computed once in float64 and stored as float32). A patch model also unfolds the dense patch grid,
 scores every location (one shared Gaussian, or one per location) and upsamples the grid with the
-same Gaussian transposed convolution, divided by the same coverage, as
-:func:`~cutpaste_lib.localize.receptive_field_upsample`.
+detector's own :func:`~cutpaste_lib.localize.receptive_field_upsample` (traced into the graph; the
+image size is fixed, so its shape arithmetic becomes constants).
 
 Input: float32 images in [0, 1], shape (B, 3, H, W) at the detector's size (resizing stays
 outside the graph, as ``cutpaste predict`` does it: PIL bilinear). Output: the score (B,), and for a
@@ -21,13 +21,12 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cutpaste_lib.data import IMAGENET_MEAN, IMAGENET_STD
 from cutpaste_lib.detector.detector import Detector
 from cutpaste_lib.errors import CutPasteError
-from cutpaste_lib.localize.upsample import gaussian_kernel
+from cutpaste_lib.localize import extract_patches
 
 FORMATS = ("torchscript", "onnx")
 DEFAULT_RTOL = 1e-3
@@ -55,18 +54,11 @@ class ScoringGraph(nn.Module):
         self.per_location = mu.ndim == 3
         self.register_buffer("mu", mu)
         self.register_buffer("w", w)
-        self.image_size = tuple(detector.image_size)
         if self.patch:
             pd = detector.density
             self.p, self.s = pd.grid.patch_size, pd.grid.stride
             self.gh, self.gw = pd.grid.shape
-            kernel = gaussian_kernel(self.p, pd.sigma)[None, None]
-            ones = torch.ones(1, 1, self.gh, self.gw)
-            coverage = F.conv_transpose2d(ones, kernel, stride=self.s)
-            if not pd.normalize:  # the paper's plain form: kernel scaled, no division
-                coverage = torch.full_like(coverage, float(kernel.sum()) / self.s**2)
-            self.register_buffer("kernel", kernel)
-            self.register_buffer("coverage", coverage)
+            self.upsample = pd.upsample  # the detector's own upsampling, traced into the graph
 
     def _distance(self, f: Tensor) -> Tensor:
         if self.l2:
@@ -83,18 +75,10 @@ class ScoringGraph(nn.Module):
         if not self.patch:
             return self._distance(self.encoder(x).flatten(1))
         b = x.shape[0]
-        patches = x.unfold(2, self.p, self.s).unfold(3, self.p, self.s)  # (B, 3, gh, gw, p, p)
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, self.p, self.p)
+        patches = extract_patches(x, self.p, self.s).reshape(-1, 3, self.p, self.p)
         feats = self.encoder(patches).flatten(1).reshape(b, self.gh, self.gw, -1)
         grid = self._distance(feats)  # (B, gh, gw)
-        score = grid.flatten(1).amax(1)
-        heat = F.conv_transpose2d(grid[:, None], self.kernel, stride=self.s) / self.coverage
-        h, w = (self.gh - 1) * self.s + self.p, (self.gw - 1) * self.s + self.p  # static sizes
-        th, tw = self.image_size
-        heat = heat[..., : min(h, th), : min(w, tw)]
-        if th > h or tw > w:
-            heat = F.pad(heat, (0, max(0, tw - w), 0, max(0, th - h)), mode="replicate")
-        return score, heat[:, 0]
+        return grid.flatten(1).amax(1), self.upsample(grid)
 
 
 def _example(detector: Detector, batch: int = 2) -> Tensor:
@@ -114,6 +98,8 @@ def export(detector: Detector, path: str | Path, fmt: str = "torchscript") -> Pa
     if fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit is "deprecated" but supported
+            # the upsampling's crop reads the (fixed) map size: constant in the graph, as intended
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             traced = torch.jit.trace(graph, example)
             return io.atomic_write(path, lambda p: torch.jit.save(traced, str(p)))
     try:
