@@ -377,9 +377,8 @@ def test_cli_evaluate_save_detector_then_predict_a_folder_with_bad_files(
 ):
     from cutpaste_lib.cli import main
 
-    ckpt = checkpoint
     det_path = tmp_path / "det.pt"
-    argv = _evaluate_argv(ckpt, synthetic_root, tmp_path / "ev")
+    argv = _evaluate_argv(checkpoint, synthetic_root, tmp_path / "ev")
     assert main([*argv, "--save-detector", str(det_path), "--fpr", "0.1"]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["detector"]["threshold"]["target_fpr"] == 0.1
@@ -418,7 +417,7 @@ def test_cli_evaluate_save_detector_then_predict_a_folder_with_bad_files(
         assert rows[str(folder / name)]["decision"] in ("good", "defective")
     summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
     assert summary["images_scored"] == 3 and len(summary["unreadable"]) == 2
-    assert summary["source"]["checkpoint"] == str(ckpt.resolve())
+    assert summary["source"]["checkpoint"] == str(checkpoint.resolve())
 
 
 def test_cli_flags_of_the_detector_commands_fail_clearly(
@@ -426,8 +425,7 @@ def test_cli_flags_of_the_detector_commands_fail_clearly(
 ):
     from cutpaste_lib.cli import main
 
-    ckpt = checkpoint
-    base = _evaluate_argv(ckpt, synthetic_root, tmp_path / "ev")
+    base = _evaluate_argv(checkpoint, synthetic_root, tmp_path / "ev")
     assert main([*base, "--fpr", "0.05"]) == 2
     assert "add --save-detector" in capsys.readouterr().err
     assert main([*base, "--density", "kde", "--save-detector", str(tmp_path / "k.pt")]) == 2
@@ -437,9 +435,9 @@ def test_cli_flags_of_the_detector_commands_fail_clearly(
         main([*base, "--save-detector", str(tmp_path / "d.pt"), "--fpr", "1.5"])
     assert "--fpr" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["predict", "--detector", str(ckpt.parent), "x.png"])
+        main(["predict", "--detector", str(checkpoint.parent), "x.png"])
     assert "is a folder" in capsys.readouterr().err
-    assert main(["predict", "--detector", str(ckpt), str(tmp_path)]) == 2
+    assert main(["predict", "--detector", str(checkpoint), str(tmp_path)]) == 2
     assert "not a detector" in capsys.readouterr().err
     det, _ = image_detector
     det_path = det.save(tmp_path / "d.pt")
@@ -458,28 +456,16 @@ def test_cli_fit_on_a_folder_of_normals_equals_fit_detector_on_the_same_images(
     from cutpaste_lib.cli import main
     from cutpaste_lib.train import load_checkpoint
 
-    ckpt = checkpoint
+    def fit(*normal, out, extra=()):
+        argv = ["fit", "--checkpoint", str(checkpoint), "--normal", *map(str, normal)]
+        return main([*argv, "--out", str(out), *extra])
+
     normals = synthetic_root / "synth_carpet" / "train" / "good"
     out = tmp_path / "fitted.pt"
-    assert (
-        main(
-            [
-                "fit",
-                "--checkpoint",
-                str(ckpt),
-                "--normal",
-                str(normals),
-                "--out",
-                str(out),
-                "--fpr",
-                "0.2",
-            ]
-        )
-        == 0
-    )
+    assert fit(normals, out=out, extra=("--fpr", "0.2")) == 0
     assert "image detector" in capsys.readouterr().out
     det = Detector.load(out)
-    model, _ = load_checkpoint(ckpt)
+    model, _ = load_checkpoint(checkpoint)
     ref = fit_detector(model, load_cache(synthetic_root, "synth_carpet", "train", SIZE), fpr=0.2)
     torch.testing.assert_close(det.train_scores, ref.train_scores, rtol=1e-9, atol=0)
     assert det.threshold.value == pytest.approx(ref.threshold.value, rel=1e-9)
@@ -487,35 +473,7 @@ def test_cli_fit_on_a_folder_of_normals_equals_fit_detector_on_the_same_images(
     # a bad file among the normals: refused, naming it, and nothing written
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"no")
-    assert (
-        main(
-            [
-                "fit",
-                "--checkpoint",
-                str(ckpt),
-                "--normal",
-                str(normals),
-                str(tmp_path / "bad"),
-                "--out",
-                str(tmp_path / "no.pt"),
-            ]
-        )
-        == 2
-    )
+    assert fit(normals, tmp_path / "bad", out=tmp_path / "no.pt") == 2
     assert "x.png" in capsys.readouterr().err and not (tmp_path / "no.pt").exists()
-    few = sorted(normals.glob("*.png"))[:3]
-    assert (
-        main(
-            [
-                "fit",
-                "--checkpoint",
-                str(ckpt),
-                "--normal",
-                *map(str, few),
-                "--out",
-                str(tmp_path / "no.pt"),
-            ]
-        )
-        == 2
-    )
+    assert fit(*sorted(normals.glob("*.png"))[:3], out=tmp_path / "no.pt") == 2
     assert "at least 6" in capsys.readouterr().err
