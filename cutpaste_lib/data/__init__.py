@@ -8,14 +8,10 @@ Example:
 """
 
 from cutpaste_lib.data.cache import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImageCache,
     build_cache,
     decode_image,
-    denormalize,
     load_cache,
-    normalize,
     resize_rgb,
 )
 from cutpaste_lib.data.mvtec import (
@@ -30,6 +26,7 @@ from cutpaste_lib.data.mvtec import (
     read_image,
     read_mask,
 )
+from cutpaste_lib.data.normalize import IMAGENET_MEAN, IMAGENET_STD, denormalize, normalize
 from cutpaste_lib.data.synthetic import (
     DEFECT_TYPES,
     ensure_synthetic,
