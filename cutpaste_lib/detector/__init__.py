@@ -6,7 +6,8 @@
   (:func:`fit_detector`) or from an evaluation / localization result.
 * :mod:`~cutpaste_lib.detector.threshold`: the threshold at a target false-positive rate on
   cross-fitted normal scores, with its uncertainty; the F1-max threshold on labelled images.
-* :mod:`~cutpaste_lib.detector.artifact`: the file format (plain data, checksum, version).
+* :mod:`~cutpaste_lib.detector.artifact`: the file format (plain data, checksum, version);
+  :mod:`~cutpaste_lib.detector.payload`: a detector as that plain data and back.
 * :mod:`~cutpaste_lib.detector.inputs`: files and folders of new images, and the unreadable ones.
 * :mod:`~cutpaste_lib.detector.export`: TorchScript / ONNX with the density folded in, and the
   parity check.

@@ -38,9 +38,8 @@ from cutpaste_lib.density import GaussianDensity
 from cutpaste_lib.detector.artifact import DetectorFileError, read_detector, write_detector
 from cutpaste_lib.detector.inputs import expand_paths, load_images
 from cutpaste_lib.detector.threshold import FprThreshold, fpr_threshold
-from cutpaste_lib.localize import PatchDensity, PatchGrid, score_images
-from cutpaste_lib.localize.scale import HeatmapScale
-from cutpaste_lib.model import CutPasteModel, build_model
+from cutpaste_lib.localize import PatchDensity, score_images
+from cutpaste_lib.model import CutPasteModel
 
 
 @dataclass
@@ -176,36 +175,10 @@ class Detector:
 
     # ------------------------------------------------------------------ file
     def to_payload(self) -> dict[str, Any]:
-        """The detector as plain data (what :meth:`save` writes)."""
-        payload: dict[str, Any] = {
-            "kind": self.kind,
-            "model_config": self.model.config(),
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "image_size": list(self.image_size),
-            "train_scores": self.train_scores.double().cpu(),
-            "threshold": self.threshold.to_dict(),
-            "info": self.info,
-        }
-        if self.kind == "image":
-            gaussian = self.density
-        else:
-            pd = self.density
-            gaussian = pd.density
-            payload["patch"] = {
-                "patch_size": pd.grid.patch_size,
-                "stride": pd.grid.stride,
-                "mode": pd.mode,
-                "sigma": pd.sigma,
-                "normalize": pd.normalize,
-                "scale": pd.scale.to_dict(),
-            }
-            payload["train_map_max"] = self.train_map_max.double().cpu()
-            payload["pixel_threshold"] = self.pixel_threshold.to_dict()
-        payload["density"] = {
-            "config": gaussian.config(),
-            "state": {k: v.cpu() for k, v in gaussian.state_dict().items()},
-        }
-        return payload
+        """The detector as plain data (what :meth:`save` writes; :mod:`~cutpaste_lib.detector.payload`)."""
+        from cutpaste_lib.detector.payload import to_payload
+
+        return to_payload(self)
 
     def save(self, path: str | Path) -> Path:
         """Write the detector file atomically (see :mod:`~cutpaste_lib.detector.artifact`)."""
@@ -214,46 +187,6 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> Detector:
         """Read a detector file (``weights_only=True``, checksum checked), model in eval mode on ``device``."""
-        data = read_detector(path)
-        kind = data["kind"]
-        if kind not in ("image", "patch") or (kind == "patch" and "patch" not in data):
-            raise DetectorFileError(f"{path}: unknown detector kind {kind!r}")
-        model = build_model(data["model_config"], load_weights=False)
-        try:
-            model.load_state_dict(data["model"])
-        except RuntimeError as exc:
-            raise DetectorFileError(
-                f"{path}: its weights do not fit its model {data['model_config']}: {exc}"
-            ) from exc
-        model.to(device).eval()
-        gaussian = GaussianDensity(**data["density"]["config"])
-        try:
-            gaussian.load_state_dict(data["density"]["state"])
-        except ValueError as exc:
-            raise DetectorFileError(f"{path}: damaged density: {exc}") from exc
-        size = (int(data["image_size"][0]), int(data["image_size"][1]))
-        density: GaussianDensity | PatchDensity = gaussian
-        pixel, map_max = None, None
-        if kind == "patch":
-            p = data["patch"]
-            density = PatchDensity(
-                density=gaussian,
-                grid=PatchGrid(size, int(p["patch_size"]), int(p["stride"])),
-                mode=p["mode"],
-                scale=HeatmapScale(**p["scale"]),
-                sigma=p["sigma"],
-                normalize=bool(p["normalize"]),
-            )
-            pixel = FprThreshold.from_dict(data["pixel_threshold"])
-            map_max = data["train_map_max"]
-        return cls(
-            model=model,
-            kind=kind,
-            image_size=size,
-            density=density,
-            train_scores=data["train_scores"],
-            threshold=FprThreshold.from_dict(data["threshold"]),
-            pixel_threshold=pixel,
-            train_map_max=map_max,
-            info=dict(data.get("info") or {}),
-        )
+        from cutpaste_lib.detector.payload import from_payload
+
+        return from_payload(read_detector(path), path, device=device)
