@@ -268,6 +268,32 @@ def test_scar_scales_with_resolution():
     assert q.width.min() >= 1.0  # 2 * 0.25 = 0.5 px is raised to one pixel
 
 
+def test_scar_reference_sizes_scars_as_for_that_resolution():
+    # 64 px with scar_reference=128 draws the scars the paper's ranges give a 128 px image
+    B = 500
+    small = A.sample_proxy_params(B, (64, 64), "3way", generator=gen(23), scar_reference=128)
+    large = A.sample_proxy_params(B, (128, 128), "3way", generator=gen(23))
+    for field in ("height", "width", "angle"):
+        torch.testing.assert_close(
+            getattr(small.paste, field)[B:], getattr(large.paste, field)[B:], rtol=0, atol=0
+        )
+    assert small.paste.width[B:].min() >= 1.0 and small.paste.height[B:].max() <= 12.5
+    # and the pasted pixels follow: about four times the area of the default scaling
+    x = textures(400, 64, 64, seed=24)
+    area = {
+        ref: A.make_proxy_batch(x, "scar", generator=gen(25), scar_reference=ref)
+        .masks[400:]
+        .float()
+        .sum(dim=(1, 2, 3))
+        .mean()
+        .item()
+        for ref in (256, 128)
+    }
+    assert 2.5 < area[128] / area[256] < 4.5, area
+    with pytest.raises(ValueError, match="scar_reference"):
+        A.make_proxy_batch(x[:2], "scar", generator=gen(25), scar_reference=0)
+
+
 def test_scar_width_length_rotation_recovered_from_the_mask():
     x = textures(48, 72, 88, seed=20)
     q = A.sample_scar_params(48, (72, 88), generator=gen(21), scale=1.0)

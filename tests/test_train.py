@@ -247,6 +247,24 @@ def test_adamw_resumes_bit_for_bit_and_is_a_resume_key(tmp_path):
     train(sgd, cache, out_dir=tmp_path / "old", resume=True, progress=False)
 
 
+def test_the_training_step_draws_scars_at_the_configs_reference(monkeypatch):
+    import cutpaste_lib.train.step as step_module
+
+    seen = []
+    real = step_module.make_proxy_batch
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("scar_reference"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step_module, "make_proxy_batch", spy)
+    for reference in (256, 128):
+        train(tiny_config(steps=1, scar_reference=reference), tiny_cache(), progress=False)
+    assert seen == [256, 128]
+    with pytest.raises(ValueError, match="scar_reference"):
+        TrainConfig(scar_reference=0)
+
+
 def test_adamw_and_sgd_take_different_steps_from_the_same_start():
     cache = tiny_cache()
     a = train(tiny_config(steps=2, lr=1e-3), cache, progress=False).model
@@ -586,6 +604,7 @@ def test_cli_trains_and_writes_the_output_folder(synthetic_root, tmp_path, capsy
         (["--steps", "0"], "expected a positive integer"),
         (["--variant", "4way"], "invalid choice"),
         (["--lr", "-1"], "expected a positive finite number"),
+        (["--scar-reference", "0"], "expected a positive integer"),
     ],
 )
 def test_cli_rejects_bad_flags(synthetic_root, extra, message, capsys):
@@ -681,6 +700,8 @@ def test_cli_every_training_flag_reaches_the_config(synthetic_root):
         "adamw",
         "--head-depth",
         "2",
+        "--scar-reference",
+        "128",
     ]
     config = module.build_config(parser.parse_args(argv))
     got = {
@@ -701,6 +722,7 @@ def test_cli_every_training_flag_reaches_the_config(synthetic_root):
             "deterministic",
             "optimizer",
             "head_depth",
+            "scar_reference",
         )
     }
     assert got == {
@@ -719,6 +741,7 @@ def test_cli_every_training_flag_reaches_the_config(synthetic_root):
         "deterministic": True,
         "optimizer": "adamw",
         "head_depth": 2,
+        "scar_reference": 128,
     }
     explicit = module.build_config(parser.parse_args([*argv, "--patch-size", "24"]))
     assert explicit.patch_size == 24
@@ -734,7 +757,8 @@ def test_cli_every_training_flag_reaches_the_config(synthetic_root):
         default.patch_size,
         default.optimizer,
         default.head_depth,
-    ) == ("3way", 65_536, 32, 256, 0.03, None, "sgd", 8)  # the paper's protocol
+        default.scar_reference,
+    ) == ("3way", 65_536, 32, 256, 0.03, None, "sgd", 8, 256)  # the paper's protocol
 
 
 @pytest.mark.parametrize("overwrite", [False, True])

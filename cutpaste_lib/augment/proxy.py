@@ -14,6 +14,7 @@ from cutpaste_lib.augment.geometry import paste_window_bound, scar_scale
 from cutpaste_lib.augment.params import (
     CUTPASTE_AREA,
     CUTPASTE_ASPECT,
+    REFERENCE_SIZE,
     SCAR_LENGTH,
     SCAR_WIDTH,
     AspectSampling,
@@ -113,6 +114,7 @@ def make_proxy_batch(
     implementation: Implementation = "batched",
     compiled: ProxyCompiler | None = None,
     host_arithmetic: bool = True,
+    scar_reference: int = REFERENCE_SIZE,
 ) -> ProxyBatch:
     """The classifier inputs of one training step (see :class:`ProxyBatch` for the layout).
 
@@ -144,8 +146,18 @@ def make_proxy_batch(
         host_arithmetic: with a CPU generator, compute the parameters in NumPy on one draw
             (default) or in torch (see :func:`~cutpaste_lib.augment.draws.draw`); the same
             numbers either way.
+        scar_reference: the image side the scar sizes (2-16 x 10-25 px, paper A.2) refer to;
+            they are scaled by ``sqrt(H * W) / scar_reference``. The paper's 256 by default; the
+            laptop protocol trains at 64 px with 128 (scars twice as large as plain scaling
+            makes them, which at 64 px would be 0.5-4 px wide: see ``config.LAPTOP``).
     """
     check_variant(variant)
+    if (
+        isinstance(scar_reference, bool)
+        or not isinstance(scar_reference, int)
+        or scar_reference < 1
+    ):
+        raise ValueError(f"scar_reference must be a positive integer, got {scar_reference!r}")
     check_images(images, generator)
     check_implementation(implementation)
     if compiled is not None and not isinstance(compiled, ProxyCompiler):
@@ -164,6 +176,7 @@ def make_proxy_batch(
         aspect_sampling=aspect_sampling,
         device=images.device,
         host_arithmetic=host_arithmetic,
+        scar_reference=scar_reference,
     )
     size = (H, W) if patch_size is None else (patch_size, patch_size)
     # a bound on the pixels of any paste, from the sampling ranges alone: fixed shapes, so
@@ -174,7 +187,7 @@ def make_proxy_batch(
         aspect_ratio=CUTPASTE_ASPECT,
         scar_width=None if variant == "cutpaste" else SCAR_WIDTH,
         scar_length=None if variant == "cutpaste" else SCAR_LENGTH,
-        scale=scar_scale((H, W)),
+        scale=scar_scale((H, W), scar_reference),
     )
     apply = apply_proxy_params
     if compiled is not None and implementation == "batched":

@@ -11,6 +11,7 @@ from cutpaste_lib.augment.draws import Drawn, Draws, draw, map_arrays
 from cutpaste_lib.augment.geometry import scar_scale
 from cutpaste_lib.augment.params import (
     CUTPASTE_ASPECT,
+    REFERENCE_SIZE,
     AspectSampling,
     PasteParams,
     ProxyParams,
@@ -41,12 +42,14 @@ def sample_proxy_params(
     aspect_sampling: AspectSampling = "log_uniform",
     device: torch.device | str | None = None,
     host_arithmetic: bool = True,
+    scar_reference: int = REFERENCE_SIZE,
 ) -> ProxyParams:
     """Draw every parameter of one proxy batch of ``batch`` originals of ``size = (H, W)``.
 
     All the randomness of :func:`~cutpaste_lib.augment.proxy.make_proxy_batch` lives here, in
     this order: whole-image augmentation, patch crop, CutPaste and/or Scar, and for "union"
-    the coin between them. Scars are sized on the full image, also in patch mode.
+    the coin between them. Scars are sized on the full image, also in patch mode, as pixels of
+    a ``scar_reference`` image (paper: 256) scaled to ``size``.
 
     ``device``: where the parameters are wanted (default: the generator's device). Drawn on a
     CPU generator for another device, they are sent there in one pinned, non-blocking copy
@@ -63,6 +66,7 @@ def sample_proxy_params(
         whole_image_aug=whole_image_aug,
         aspect_sampling=aspect_sampling,
         host_arithmetic=host_arithmetic,
+        scar_reference=scar_reference,
     )
     if device is not None and not _same_device(torch.device(device), generator.device):
         return move_params(params, torch.device(device))
@@ -105,6 +109,7 @@ def draw_proxy_params(
     whole_image_aug: WholeImageAug | None,
     aspect_sampling: AspectSampling,
     host_arithmetic: bool,
+    scar_reference: int = REFERENCE_SIZE,
 ) -> tuple[Any, ProxyParams]:
     """:func:`sample_proxy_params` with the arrays of the samplers' arithmetic as leaves, and
     the function that turns such an array into a torch tensor."""
@@ -126,21 +131,18 @@ def draw_proxy_params(
     crop_size = size if patch_size is None else (patch_size, patch_size)
     whole = None if whole_image_aug is None else whole_image_aug._params(u.whole, size)
     corners = None if patch_size is None else crop_corners(u.crop, size, patch_size)
-    return u.xp.tensor, ProxyParams(whole, corners, *_pastes(u, variant, crop_size, size))
+    pastes = _pastes(u, variant, crop_size, scar_scale(size, scar_reference))
+    return u.xp.tensor, ProxyParams(whole, corners, *pastes)
 
 
 def _pastes(
-    u: Drawn, variant: str, crop_size: tuple[int, int], size: tuple[int, int]
+    u: Drawn, variant: str, crop_size: tuple[int, int], scale: float
 ) -> tuple[PasteParams, Any]:
     """The pastes of the augmented views and which of them are CutPaste."""
     xp = u.xp
     # CutPaste inside the crop; scars sized on the full image, also in patch mode
     cp = None if variant == "scar" else cutpaste_params(u.cutpaste, size=crop_size)
-    sc = (
-        None
-        if variant == "cutpaste"
-        else scar_params(u.scar, size=crop_size, scale=scar_scale(size))
-    )
+    sc = None if variant == "cutpaste" else scar_params(u.scar, size=crop_size, scale=scale)
     batch = (cp if cp is not None else sc).height.shape[0]
     if variant == "cutpaste":
         return cp, xp.full(batch, True, cp.height)

@@ -120,6 +120,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hidden layers of the projection head (paper: 8; laptop protocol: see README)",
     )
     parser.add_argument(
+        "--scar-reference",
+        type=positive_int,
+        default=256,
+        help="image side the Scar sizes (2-16 x 10-25 px) refer to; they are scaled to "
+        "--image-size (paper: 256; the laptop protocol: 128 at 64 px)",
+    )
+    parser.add_argument(
         "--optimizer",
         choices=("sgd", "adamw"),
         default="sgd",

@@ -75,6 +75,7 @@ def build_config(args: argparse.Namespace):
             protocol="transfer" if args.transfer else "scratch",
             warmup_steps=warmup_steps,
             finetune_lr=finetune_lr,
+            scar_reference=args.scar_reference,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

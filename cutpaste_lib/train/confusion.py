@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cutpaste_lib.augment import make_proxy_batch, num_classes
+from cutpaste_lib.augment import REFERENCE_SIZE, make_proxy_batch, num_classes
 from cutpaste_lib.config import resolve_device
 from cutpaste_lib.data import ImageCache, normalize
 from cutpaste_lib.model import CutPasteModel, eval_mode
@@ -25,10 +25,12 @@ def proxy_confusion(
     patch_size: int | None = None,
     seed: int = 1,
     device: str | torch.device | None = None,
+    scar_reference: int = REFERENCE_SIZE,
 ) -> np.ndarray:
     """Confusion matrix of the proxy task on freshly augmented batches (rows: true, columns: predicted).
 
-    Uses a generator seeded with ``seed`` (not the training stream) and the model in eval mode,
+    ``patch_size`` and ``scar_reference`` should be those the model was trained with
+    (``TrainConfig``): the task is then the one it learned. Uses a generator seeded with ``seed`` (not the training stream) and the model in eval mode,
     in :func:`~cutpaste_lib.precision.compute_precision`'s autocast (bf16 on CUDA).
     Returns an int64 (C, C) array, C = ``num_classes(variant)``.
     """
@@ -42,7 +44,13 @@ def proxy_confusion(
     with eval_mode(model), torch.inference_mode():
         for _ in range(batches):
             originals = sample_originals(images, batch_size, generator=generator)
-            batch = make_proxy_batch(originals, variant, generator=generator, patch_size=patch_size)
+            batch = make_proxy_batch(
+                originals,
+                variant,
+                generator=generator,
+                patch_size=patch_size,
+                scar_reference=scar_reference,
+            )
             with precision.autocast():
                 predicted = model(normalize(batch.images)).logits.argmax(dim=1)
             matrix += torch.bincount(batch.labels * c + predicted, minlength=c * c)

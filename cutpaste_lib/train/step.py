@@ -96,6 +96,7 @@ def proxy_step(
         generator=generator,
         patch_size=config.patch_size,
         compiled=compiler if config.compile else None,
+        scar_reference=config.scar_reference,
     )
     precision = compute_precision(images.device)
     x = precision.prepare(normalize(batch.images))
