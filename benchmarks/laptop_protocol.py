@@ -49,7 +49,16 @@ def run_one(s: config.Settings, root: Path, category: str, *, patch: bool, model
     row = {"candidate": s.name, "category": category, "settings": s.as_dict()}
     baseline = evaluate(untrained_model(s), tr, te, device="cpu")
     image = course_model(tr, "image", settings=s, device="cpu", root=models, progress=False)
-    conf = proxy_confusion(image.model, tr, "3way", batches=8, batch_size=16, seed=1, device="cpu")
+    conf = proxy_confusion(
+        image.model,
+        tr,
+        "3way",
+        batches=8,
+        batch_size=16,
+        seed=1,
+        device="cpu",
+        scar_reference=s.scar_reference,
+    )
     row.update(
         train_s=image.train_seconds,
         proxy_accuracy=float(conf.trace() / conf.sum()),

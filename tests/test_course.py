@@ -187,6 +187,8 @@ def test_the_laptop_protocol_keeps_the_papers_model_and_task():
         "lr",
         "optimizer",
         "head_depth",
+        "patch_batch_size",
+        "scar_reference",
     }
     assert laptop["encoder"] == "resnet18" and laptop["dense_stride"] == paper["dense_stride"]
     # the patch model keeps the paper's ratios: crop = image / 2 (64 of 256 is / 4), dense = crop / 2

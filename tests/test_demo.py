@@ -55,11 +55,20 @@ def test_demo_numbers_agree_with_the_cli_metrics_and_models_are_reused(
     train_cache = load_cache(synthetic_root, "synth_grid", "train", 32)
     model, saved = load_checkpoint(Path(row["image_model"]) / "checkpoint.pt", device="cpu")
     assert (saved["steps"], saved["batch_size"], saved["image_size"]) == (2, 4, 32)
-    confusion = proxy_confusion(model, train_cache, "3way", batch_size=16, device="cpu")
+    laptop = config.settings(protocol_name="laptop")
+    confusion = proxy_confusion(
+        model,
+        train_cache,
+        "3way",
+        batches=8,
+        batch_size=16,
+        device="cpu",
+        scar_reference=laptop.scar_reference,
+    )  # the task measured is the one trained: the protocol's scar sizes
     assert row["proxy_accuracy"] == pytest.approx(confusion.trace() / confusion.sum())
     # the baseline column: the untrained encoder of the same architecture, evaluated the same way
     baseline = evaluate_model(
-        untrained_model(config.settings(protocol_name="laptop")),
+        untrained_model(laptop),
         train_cache,
         load_cache(synthetic_root, "synth_grid", "test", 32),
         device="cpu",
@@ -115,3 +124,23 @@ def test_demo_names_a_bad_protocol_and_an_unconfirmed_long_training(
     err = capsys.readouterr().err
     assert "30.0 days" in err and "Traceback" not in err
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())  # nothing trained
+
+
+def test_demo_runs_the_story_category_unless_told_otherwise(tmp_path):
+    from cutpaste_lib.commands.demo import choose_categories
+    from cutpaste_lib.config import STORY_CATEGORY
+
+    synth = ["synth_carpet", "synth_grid", "synth_washer"]
+    assert STORY_CATEGORY == "synth_carpet"  # notebooks 02-05 tell its story
+    assert choose_categories(None, synth, tmp_path) == ["synth_carpet"]
+    assert choose_categories(["all"], ["synth_washer", "synth_grid", "synth_carpet"], tmp_path) == [
+        "synth_carpet",
+        "synth_grid",
+        "synth_washer",
+    ]  # the synthetic order: texture, regular texture, aligned object
+    assert choose_categories(["synth_washer"], synth, tmp_path) == ["synth_washer"]
+    # a user's own folder without the story category: every category found, "all" too
+    assert choose_categories(None, ["bottle", "screw"], tmp_path) == ["bottle", "screw"]
+    assert choose_categories(["all"], ["bottle", "screw"], tmp_path) == ["bottle", "screw"]
+    with pytest.raises(cli.UserError, match="--categories synth_gird not found"):
+        choose_categories(["synth_gird"], synth, tmp_path)

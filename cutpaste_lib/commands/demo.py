@@ -1,6 +1,7 @@
 """``cutpaste demo``: the whole pipeline on the embedded synthetic data, under the laptop protocol.
 
-What it runs, per synthetic category (texture, regular texture, aligned object):
+What it runs, for the course's story category ``synth_carpet`` by default (``--categories all``: the
+three synthetic categories, texture, regular texture and aligned object, about three times as long):
 
 1. ``cutpaste synth`` data (skipped when already there), a summary of its counts;
 2. the category's two **course models** (:mod:`cutpaste_lib.course`): a 3-way image model and a
@@ -50,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="categories to run (default: all synthetic categories)",
+        help="categories to run, or 'all' (default: synth_carpet, the course's story category; "
+        "all three synthetic categories take about 3x as long)",
     )
     parser.add_argument(
         "--protocol",
@@ -68,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=_args.positive_int,
         default=None,
-        help="original images per step (3-way: 3x as many classifier inputs; default: the protocol's)",
+        help="original images per step of both models (3-way: 3x as many classifier inputs; "
+        "default: the protocol's)",
     )
     parser.add_argument(
         "--image-size",
@@ -97,7 +100,7 @@ def demo_settings(args: argparse.Namespace):
     if args.steps is not None:
         changes.update(steps=args.steps, patch_steps=args.steps)
     if args.batch_size is not None:
-        changes["batch_size"] = args.batch_size
+        changes.update(batch_size=args.batch_size, patch_batch_size=args.batch_size)
     if args.image_size is not None:
         crop = max(8, args.image_size // 2)
         changes.update(image_size=args.image_size, patch_size=crop, dense_patch=crop // 2)
@@ -133,12 +136,33 @@ def _dataset_summary(root: Path, categories: list[str]) -> str:
     return "\n".join(lines)
 
 
+def choose_categories(requested: list[str] | None, available: list[str], root: Path) -> list[str]:
+    """The categories a demo runs: ``requested`` as given, ``["all"]`` for the synthetic three (or
+    every category of a user's folder), nothing for the course's story category (every category
+    found when the folder has no ``synth_carpet``). Raises :class:`cli.UserError` naming the unknown."""
+    from cutpaste_lib import cli
+    from cutpaste_lib.config import STORY_CATEGORY
+    from cutpaste_lib.data import SYNTHETIC_CATEGORIES
+
+    if requested == ["all"]:
+        categories = [c for c in SYNTHETIC_CATEGORIES if c in available] or list(available)
+    elif requested:
+        categories = list(requested)
+    else:
+        categories = [STORY_CATEGORY] if STORY_CATEGORY in available else list(available)
+    unknown = sorted(set(categories) - set(available))
+    if unknown:
+        raise cli.UserError(
+            f"--categories {' '.join(unknown)} not found under {root}; found: {', '.join(available)}"
+        )
+    return categories
+
+
 def run(args: argparse.Namespace) -> int:
     from cutpaste_lib import cli, io
     from cutpaste_lib.config import resolve_device
     from cutpaste_lib.course import course_model, untrained_model
     from cutpaste_lib.data import (
-        SYNTHETIC_CATEGORIES,
         ensure_synthetic,
         list_categories,
         load_cache,
@@ -150,13 +174,7 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     s = demo_settings(args)
     root = Path(args.data) if args.data else ensure_synthetic(protocol_name=s.name)
-    available = list_categories(root)
-    categories = args.categories or [c for c in SYNTHETIC_CATEGORIES if c in available] or available
-    unknown = sorted(set(categories) - set(available))
-    if unknown:
-        raise cli.UserError(
-            f"--categories {' '.join(unknown)} not found under {root}; found: {', '.join(available)}"
-        )
+    categories = choose_categories(args.categories, list_categories(root), root)
     print(f"== data: {root}\n{_dataset_summary(root, categories)}\n")
     out = Path(args.out)
     summary = []
@@ -183,7 +201,15 @@ def run(args: argparse.Namespace) -> int:
         if code:
             return code
         baseline = evaluate(untrained_model(s), train_cache, test_cache, device=device)
-        confusion = proxy_confusion(image.model, train_cache, "3way", batch_size=16, device=device)
+        confusion = proxy_confusion(
+            image.model,
+            train_cache,
+            "3way",
+            batches=8,
+            batch_size=16,
+            device=device,
+            scar_reference=s.scar_reference,
+        )
         image_metrics = json.loads((out / cat / "evaluate" / "metrics.json").read_text())
         pixel_metrics = json.loads((out / cat / "localize" / "metrics.json").read_text())
         summary.append(
@@ -221,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
     note = (
         f"Synthetic data ({root}), {s.name} protocol: {s.encoder} from scratch, head {s.head_depth} x 512, "
         f"{s.image_size} px, batch {s.batch_size}, {s.optimizer.upper()} lr {s.lr:g}, {s.steps} steps (patch model: "
-        f"{s.patch_steps} steps on {s.patch_size} px crops), seed 0; device {device} "
+        f"{s.patch_steps} steps of {s.patch_batch_size} crops of {s.patch_size} px), scars sized for "
+        f"{s.scar_reference} px, seed 0; device {device} "
         f"({platform.machine()}), commit {_commit()}, {time.strftime('%Y-%m-%d')}. "
         "Not comparable with the paper's MVTec AD numbers."
     )
