@@ -58,9 +58,8 @@ def test_demo_numbers_agree_with_the_cli_metrics_and_models_are_reused(
     # --batch-size and --steps set the patch model's too, and both train with the protocol's scars
     _, patch_saved = load_checkpoint(Path(row["patch_model"]) / "checkpoint.pt", device="cpu")
     assert (patch_saved["steps"], patch_saved["batch_size"]) == (2, 4)
-    laptop_scars = config.settings(protocol_name="laptop").scar_reference
-    assert saved["scar_reference"] == patch_saved["scar_reference"] == laptop_scars
     laptop = config.settings(protocol_name="laptop")
+    assert saved["scar_reference"] == patch_saved["scar_reference"] == laptop.scar_reference
     confusion = proxy_confusion(
         model,
         train_cache,
