@@ -565,6 +565,50 @@ def test_proxy_confusion_matches_sklearn():
     assert matrix.sum(axis=1).tolist() == [8, 8, 8]
 
 
+@pytest.mark.parametrize(
+    ("variant", "patch_size", "scar_reference"), [("3way", None, 128), ("scar", 16, 64)]
+)
+def test_proxy_accuracy_measures_the_task_in_the_train_config(
+    monkeypatch, variant, patch_size, scar_reference
+):
+    from cutpaste_lib.model import CutPasteModel
+    from cutpaste_lib.train import TrainConfig, confusion, proxy_accuracy
+
+    cache = tiny_cache(size=32)
+    torch.manual_seed(0)
+    model = CutPasteModel(
+        encoder="shufflenet_v2_x0_5",
+        num_classes=3 if variant == "3way" else 2,
+        head_depth=1,
+        head_width=16,
+        embedding_dim=8,
+    ).eval()
+    cfg = TrainConfig(
+        variant=variant, image_size=32, patch_size=patch_size, scar_reference=scar_reference
+    )
+    seen = []
+
+    def spy(originals, variant, **kwargs):
+        seen.append((originals.shape[0], variant, kwargs["patch_size"], kwargs["scar_reference"]))
+        return make_proxy_batch(originals, variant, **kwargs)
+
+    monkeypatch.setattr(confusion, "make_proxy_batch", spy)
+    accuracy = proxy_accuracy(model, cache, cfg, device="cpu")
+    # the reported measurement: 8 batches of 16 originals, on the variant, crops and scars trained
+    assert seen == [(16, variant, patch_size, scar_reference)] * 8
+    matrix = confusion.proxy_confusion(
+        model,
+        cache,
+        variant,
+        batches=8,
+        batch_size=16,
+        patch_size=patch_size,
+        seed=1,
+        scar_reference=scar_reference,
+    )
+    assert accuracy == pytest.approx(np.trace(matrix) / matrix.sum())
+
+
 # ====== CLI ======
 def test_cli_trains_and_writes_the_output_folder(synthetic_root, tmp_path, capsys):
     out = tmp_path / "run"

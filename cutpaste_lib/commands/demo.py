@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         load_cache,
     )
     from cutpaste_lib.evaluate import evaluate
-    from cutpaste_lib.train import proxy_confusion
+    from cutpaste_lib.train import proxy_accuracy
 
     start = time.perf_counter()
     device = str(resolve_device(args.device))
@@ -201,21 +201,14 @@ def run(args: argparse.Namespace) -> int:
         if code:
             return code
         baseline = evaluate(untrained_model(s), train_cache, test_cache, device=device)
-        confusion = proxy_confusion(
-            image.model,
-            train_cache,
-            "3way",
-            batches=8,
-            batch_size=16,
-            device=device,
-            scar_reference=s.scar_reference,
-        )
         image_metrics = json.loads((out / cat / "evaluate" / "metrics.json").read_text())
         pixel_metrics = json.loads((out / cat / "localize" / "metrics.json").read_text())
         summary.append(
             {
                 "category": cat,
-                "proxy_accuracy": float(confusion.trace() / confusion.sum()),
+                "proxy_accuracy": proxy_accuracy(
+                    image.model, train_cache, image.config, device=device
+                ),
                 "image_auroc": image_metrics["image_auroc"],
                 "untrained_image_auroc": baseline.image_auroc,
                 "pixel_auroc": pixel_metrics["pixel_auroc"],

@@ -69,7 +69,7 @@ from cutpaste_lib.train.config import (
     TrainingInterrupted,
     TrainResult,
 )
-from cutpaste_lib.train.confusion import proxy_confusion
+from cutpaste_lib.train.confusion import proxy_accuracy, proxy_confusion
 from cutpaste_lib.train.determinism import deterministic_mode, seed_everything
 from cutpaste_lib.train.logger import TENSORBOARD_DIR
 from cutpaste_lib.train.loop import make_optimizer, train
@@ -98,6 +98,7 @@ __all__ = [
     "load_checkpoint",
     "lr_schedule",
     "optimization_step",
+    "proxy_accuracy",
     "proxy_confusion",
     "proxy_step",
     "read_checkpoint",

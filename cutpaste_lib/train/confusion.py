@@ -1,5 +1,5 @@
 """The proxy task's confusion matrix on freshly augmented batches (how well the classifier
-tells normal, CutPaste and Scar views apart)."""
+tells normal, CutPaste and Scar views apart), and the proxy accuracy every table of the project reports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from cutpaste_lib.config import resolve_device
 from cutpaste_lib.data import ImageCache, normalize
 from cutpaste_lib.model import CutPasteModel, eval_mode
 from cutpaste_lib.precision import compute_precision
+from cutpaste_lib.train.config import TrainConfig
 from cutpaste_lib.train.step import sample_originals
+
+# The measurement behind every "proxy accuracy" column (README, RESULTS.md, ``cutpaste demo``,
+# benchmarks/laptop_protocol.py): 8 fresh batches of 16 originals, drawn from a stream seeded 1.
+REPORT_BATCHES, REPORT_BATCH_SIZE, REPORT_SEED = 8, 16, 1
 
 
 @torch.inference_mode()
@@ -55,3 +60,28 @@ def proxy_confusion(
                 predicted = model(normalize(batch.images)).logits.argmax(dim=1)
             matrix += torch.bincount(batch.labels * c + predicted, minlength=c * c)
     return matrix.view(c, c).cpu().numpy()
+
+
+def proxy_accuracy(
+    model: CutPasteModel,
+    cache: ImageCache,
+    train_config: TrainConfig,
+    *,
+    device: str | torch.device | None = None,
+) -> float:
+    """The proxy task's accuracy as the project reports it: :func:`proxy_confusion` over
+    ``REPORT_BATCHES`` x ``REPORT_BATCH_SIZE`` originals (seed ``REPORT_SEED``), on the task the
+    model was trained on: variant, patch size and scar sizes are read from its ``train_config``,
+    so no caller can measure a task the model did not learn."""
+    matrix = proxy_confusion(
+        model,
+        cache,
+        train_config.variant,
+        batches=REPORT_BATCHES,
+        batch_size=REPORT_BATCH_SIZE,
+        patch_size=train_config.patch_size,
+        seed=REPORT_SEED,
+        device=device,
+        scar_reference=train_config.scar_reference,
+    )
+    return float(np.trace(matrix) / matrix.sum())
