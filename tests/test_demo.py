@@ -131,7 +131,7 @@ def test_demo_names_a_bad_protocol_and_an_unconfirmed_long_training(
 
 
 def test_demo_runs_the_story_category_unless_told_otherwise(tmp_path):
-    from cutpaste_lib.commands.demo import choose_categories
+    from cutpaste_lib.commands._demo_data import choose_categories
     from cutpaste_lib.config import STORY_CATEGORY
 
     synth = ["synth_carpet", "synth_grid", "synth_washer"]

@@ -122,44 +122,9 @@ def _commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def _dataset_summary(root: Path, categories: list[str]) -> str:
-    from cutpaste_lib.data import load_split
-
-    lines = [f"{'category':<16} {'train':>5} {'test good':>9} {'defective':>9}  defect types"]
-    for cat in categories:
-        train, test = load_split(root, cat, "train"), load_split(root, cat, "test")
-        bad = [s for s in test if s.label == 1]
-        types = sorted({s.defect for s in bad})
-        lines.append(
-            f"{cat:<16} {len(train):>5} {len(test) - len(bad):>9} {len(bad):>9}  {', '.join(types)}"
-        )
-    return "\n".join(lines)
-
-
-def choose_categories(requested: list[str] | None, available: list[str], root: Path) -> list[str]:
-    """The categories a demo runs: ``requested`` as given, ``["all"]`` for the synthetic three (or
-    every category of a user's folder), nothing for the course's story category (every category
-    found when the folder has no ``synth_carpet``). Raises :class:`cli.UserError` naming the unknown."""
-    from cutpaste_lib import cli
-    from cutpaste_lib.config import STORY_CATEGORY
-    from cutpaste_lib.data import SYNTHETIC_CATEGORIES
-
-    if requested == ["all"]:
-        categories = [c for c in SYNTHETIC_CATEGORIES if c in available] or list(available)
-    elif requested:
-        categories = list(requested)
-    else:
-        categories = [STORY_CATEGORY] if STORY_CATEGORY in available else list(available)
-    unknown = sorted(set(categories) - set(available))
-    if unknown:
-        raise cli.UserError(
-            f"--categories {' '.join(unknown)} not found under {root}; found: {', '.join(available)}"
-        )
-    return categories
-
-
 def run(args: argparse.Namespace) -> int:
     from cutpaste_lib import cli, io
+    from cutpaste_lib.commands._demo_data import choose_categories, dataset_summary
     from cutpaste_lib.config import resolve_device
     from cutpaste_lib.course import course_model, untrained_model
     from cutpaste_lib.data import (
@@ -175,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     s = demo_settings(args)
     root = Path(args.data) if args.data else ensure_synthetic(protocol_name=s.name)
     categories = choose_categories(args.categories, list_categories(root), root)
-    print(f"== data: {root}\n{_dataset_summary(root, categories)}\n")
+    print(f"== data: {root}\n{dataset_summary(root, categories)}\n")
     out = Path(args.out)
     summary = []
     for cat in categories:
