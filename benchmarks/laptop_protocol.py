@@ -37,6 +37,16 @@ CANDIDATES = {
     "laptop-sgd": dataclasses.replace(config.LAPTOP, name="laptop-sgd", optimizer="sgd", lr=0.03),
     "laptop-500": dataclasses.replace(config.LAPTOP, name="laptop-500", steps=500, patch_steps=500),
     "laptop-head8": dataclasses.replace(config.LAPTOP, name="laptop-head8", head_depth=8),
+    # twice the side, everything that is a size doubled with it (scars: the same scar/image ratio)
+    "laptop-128px": dataclasses.replace(
+        config.LAPTOP,
+        name="laptop-128px",
+        image_size=128,
+        scar_reference=256,
+        patch_size=64,
+        dense_patch=32,
+        dense_stride=8,
+    ),
 }
 
 
