@@ -1,9 +1,10 @@
 """Which CPU protocol makes CutPaste learn on a laptop? (issue 15)
 
 For each candidate protocol and category: train a 3-way model from scratch with the library
-(``train``), then report the wall time of training, the proxy accuracy on fresh augmented batches (``proxy_accuracy``, as ``cutpaste demo`` reports it),
-the image AUROC of the Gaussian density and, beside it, the image AUROC of the *untrained* encoder of
-the same architecture (the baseline a learned model must beat). With ``--patch`` it also trains the
+(``train``), then report the wall time of training, the proxy accuracy on fresh augmented batches
+(``train.proxy_accuracy``, the measurement ``cutpaste demo`` reports), the image AUROC of the
+Gaussian density and, beside it, the image AUROC of the *untrained* encoder of the same
+architecture (the baseline a learned model must beat). With ``--patch`` it also trains the
 patch model of each candidate and reports pixel AUROC and AUPRO. Rows are appended to a JSON-lines
 file as they finish (a long sweep can be stopped and continued), and the table is printed in the
 layout of ``benchmarks/RESULTS.md``.

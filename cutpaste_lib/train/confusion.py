@@ -1,5 +1,6 @@
 """The proxy task's confusion matrix on freshly augmented batches (how well the classifier
-tells normal, CutPaste and Scar views apart), and the proxy accuracy every table of the project reports."""
+tells normal, CutPaste and Scar views apart), and the proxy accuracy every table of the project
+reports."""
 
 from __future__ import annotations
 
